@@ -1,0 +1,72 @@
+# Two commands: `make demo` (everything, plus the portal on :8000) and `make test`.
+# Every step is idempotent: running it again only does what is missing.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+VAR := var
+export DEBIAN_FRONTEND := noninteractive
+
+APT_PACKAGES := slurmctld slurmd slurm-client slurmdbd slurmrestd slurm-wlm-jwt-plugin munge \
+	mariadb-server mariadb-client postgresql postgresql-client redis-server redis-tools \
+	python3-venv python3-dev curl ca-certificates
+
+.PHONY: help deps venv services cluster db setup test lint demo stop seed
+
+help:
+	@echo "make demo   install everything, start cluster + services + portal on http://127.0.0.1:8000"
+	@echo "make test   install everything, start cluster + services, run ruff and pytest"
+	@echo "make stop   stop what demo started (portal, worker, beat, cluster)"
+
+# ---- system packages (Debian 12), only when something is missing
+deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
+		| grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "apt: installing $$missing"; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	else echo "apt: all packages present"; fi
+
+# ---- Python virtualenv with pinned dependencies (redone when requirements.txt changes)
+venv: $(VENV)/.installed
+$(VENV)/.installed: requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	@touch $@
+
+# ---- PostgreSQL and Redis: started where they are not running
+services: deps
+	@scripts/services.sh
+
+cluster: deps
+	./cluster/ctl up
+
+db: venv services
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py collectstatic --noinput -v 0
+
+seed: db cluster
+	$(PY) manage.py seed_demo >/dev/null
+
+setup: deps venv services cluster db seed
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+test: setup lint
+	$(VENV)/bin/pytest
+
+demo: setup
+	@scripts/portal.sh start
+	@echo
+	@echo "Portal:  http://127.0.0.1:8000   (admin pages at /admin/, health at /healthz)"
+	@$(PY) manage.py seed_demo --skip-slurm | sed 's/^/  /'
+	@echo "Stop everything with: make stop"
+
+stop:
+	@scripts/portal.sh stop
+	./cluster/ctl down

@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from portal.core.services import check_dependencies
+from portal.nodes.models import Node
+
+
+@login_required
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    memberships = request.user.memberships.select_related("team")
+    nodes = Node.objects.all()
+    return render(request, "core/home.html", {"memberships": memberships, "nodes": nodes})
+
+
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    checks = check_dependencies()
+    healthy = all(v == "ok" for v in checks.values())
+    return JsonResponse({"status": "ok" if healthy else "degraded", "checks": checks},
+                        status=200 if healthy else 503)

@@ -1,0 +1,158 @@
+"""Django settings. Every value comes from the environment, with defaults for the local cluster.
+
+See portal/env.py for the readers; README's "Configuration" section lists the variables.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from portal.env import (
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_list,
+    env_optional_secret,
+    env_secret,
+    env_str,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("PORTAL_VAR_DIR", str(BASE_DIR / "var")))
+
+DEBUG = env_bool("PORTAL_DEBUG", False)
+# A generated development secret is fine on a laptop, never in production.
+SECRET_KEY = env_secret("PORTAL_SECRET_KEY", dev_file=VAR_DIR / "secret_key",
+                        allow_generate=env_bool("PORTAL_DEV_SECRETS", True))
+ALLOWED_HOSTS = env_list("PORTAL_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("PORTAL_CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "portal.core",
+    "portal.teams",
+    "portal.jobs",
+    "portal.nodes",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    # Serves collected static files from gunicorn, so the demo needs no separate web server.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "portal.urls"
+WSGI_APPLICATION = "portal.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": env_str("PORTAL_DB_NAME", "portal"),
+        "USER": env_str("PORTAL_DB_USER", "postgres"),
+        "PASSWORD": env_optional_secret("PORTAL_DB_PASSWORD", default_file=VAR_DIR / "db_password"),
+        "HOST": env_str("PORTAL_DB_HOST", "127.0.0.1"),
+        "PORT": env_int("PORTAL_DB_PORT", 5432),
+        "CONN_MAX_AGE": env_int("PORTAL_DB_CONN_MAX_AGE", 60, minimum=0),
+    }
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env_str("PORTAL_REDIS_URL", "redis://127.0.0.1:6379/0")
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": env_str("PORTAL_CACHE_URL", "redis://127.0.0.1:6379/2"),
+    }
+}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("PORTAL_TIME_ZONE", "UTC")
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SECURE = env_bool("PORTAL_SECURE_COOKIES", False)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+# ---- Celery (workers/celery.py reads these with the CELERY_ prefix)
+CELERY_BROKER_URL = env_str("PORTAL_BROKER_URL", REDIS_URL)
+CELERY_RESULT_BACKEND = env_str("PORTAL_RESULT_BACKEND", "redis://127.0.0.1:6379/1")
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = env_str("PORTAL_CELERY_QUEUE", "portal")
+CELERY_BEAT_SCHEDULE = {
+    "sync-nodes": {
+        "task": "workers.tasks.nodes.sync_nodes_task",
+        "schedule": env_float("PORTAL_NODE_SYNC_SECONDS", 15.0),
+    },
+}
+
+# ---- Slurm gateway (portal/slurm)
+SLURM = {
+    "REST_URL": env_str("SLURM_REST_URL", "http://127.0.0.1:6820"),
+    "API_VERSION": env_str("SLURM_API_VERSION", "v0.0.38"),
+    "JWT_KEY_FILE": env_str("SLURM_JWT_KEY_FILE", str(BASE_DIR / "cluster/state/etc/jwt.key")),
+    "TOKEN_LIFESPAN_S": env_int("SLURM_TOKEN_LIFESPAN", 300, minimum=30),
+    # The account fleet reads run as: a Slurm Operator, not root.
+    "OPERATOR_USER": env_str("SLURM_OPERATOR_USER", "portalop"),
+    # Names the gateway must never mint a token for, beyond uid 0 and system uids.
+    "SLURM_USER": env_str("SLURM_SLURM_USER", "slurm"),
+    "TIMEOUT_S": env_float("SLURM_TIMEOUT", 10.0),
+    "CLI_TIMEOUT_S": env_float("SLURM_CLI_TIMEOUT", 30.0),
+    "READ_BACKEND": env_choice("SLURM_READ_BACKEND", "cli", {"cli", "pyslurm"}),
+    "CLUSTER": env_str("SLURM_CLUSTER", "portal"),
+    # Requeue has no REST endpoint in v0.0.38: scontrol runs with the user's JWT under this
+    # unprivileged uid, so the token, not the process, decides what Slurm allows.
+    "CLI_TOKEN_RUNAS": env_str("SLURM_CLI_TOKEN_RUNAS", "nobody"),
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("PORTAL_LOG_LEVEL", "INFO")},
+}

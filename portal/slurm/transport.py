@@ -1,0 +1,124 @@
+"""The two ways the gateway reaches Slurm, each through one request function.
+
+`rest_request` talks to slurmrestd with a JWT; `run_cli` runs a Slurm command from an
+argument list (never a shell string). Both apply timeouts and turn every failure into one
+of the gateway's typed errors, so callers never see httpx or subprocess exceptions.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import threading
+from typing import Any
+
+import httpx
+
+from portal.slurm.errors import SlurmNotFound, SlurmRejected, SlurmUnavailable
+
+log = logging.getLogger(__name__)
+
+# Slurm error numbers (slurm_errno.h, 22.05) that mean "no such object".
+NOT_FOUND_ERRNOS = {2017, 2009, 2000}   # invalid job id, node name, partition name
+ALREADY_DONE_ERRNO = 2021               # job/step already completing or completed
+# Reported in `errors` although the request succeeded (e.g. a job submitted held).
+INFORMATIONAL_ERRNOS = {2042}           # job is held, pending release
+# 1000-1999 are communication/protocol errors, 5000+ socket errors: slurmctld unreachable.
+UNAVAILABLE_RANGES = (range(1000, 2000), range(5000, 6000))
+
+_client_lock = threading.Lock()
+_clients: dict[tuple[str, float], httpx.Client] = {}
+
+
+def _client(base_url: str, timeout: float) -> httpx.Client:
+    """One pooled client per process; keep-alive saves a TCP handshake per call."""
+    key = (base_url, timeout)
+    with _client_lock:
+        if key not in _clients:
+            _clients[key] = httpx.Client(base_url=base_url, timeout=httpx.Timeout(timeout))
+        return _clients[key]
+
+
+class SlurmAlreadyDone(SlurmRejected):
+    """The job already ended; callers treat a cancel of it as a no-op."""
+
+
+def _errno(error: dict) -> int:
+    return int(error.get("error_number") or error.get("error_code") or 0)
+
+
+def _raise_for_errors(errors: list[dict]) -> None:
+    errors = [e for e in errors if _errno(e) not in INFORMATIONAL_ERRNOS]
+    if not errors:
+        return
+    first = errors[0]
+    errno = _errno(first)
+    message = first.get("description") or first.get("error") or f"Slurm error {errno}"
+    if errno == ALREADY_DONE_ERRNO:
+        raise SlurmAlreadyDone(message)
+    if errno in NOT_FOUND_ERRNOS:
+        raise SlurmNotFound(message)
+    if any(errno in r for r in UNAVAILABLE_RANGES):
+        raise SlurmUnavailable(message)
+    raise SlurmRejected(message)
+
+
+def rest_request(method: str, path: str, *, base_url: str, timeout: float, user: str, token: str,
+                 json: Any = None, params: dict | None = None) -> dict | None:
+    """Call slurmrestd. Returns the decoded body, or None for 304 Not Modified."""
+    headers = {"X-SLURM-USER-NAME": user, "X-SLURM-USER-TOKEN": token}
+    try:
+        resp = _client(base_url, timeout).request(method, path, headers=headers, json=json,
+                                                  params=params)
+    except httpx.TimeoutException:
+        raise SlurmUnavailable(f"slurmrestd did not answer within {timeout:.0f}s") from None
+    except httpx.TransportError as exc:
+        raise SlurmUnavailable(f"cannot reach slurmrestd at {base_url}: {exc}") from None
+    if resp.status_code == 304:
+        return None
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and body.get("errors"):
+        _raise_for_errors(body["errors"])
+    if resp.status_code in (401, 403):
+        raise SlurmRejected(f"slurmrestd refused the credentials for {user!r}")
+    if resp.status_code == 404:
+        raise SlurmNotFound(f"{path}: not found")
+    if resp.status_code >= 500 or body is None:
+        raise SlurmUnavailable(f"slurmrestd answered {resp.status_code} for {method} {path}")
+    if resp.status_code >= 400:
+        raise SlurmRejected(f"slurmrestd answered {resp.status_code} for {method} {path}")
+    return body
+
+
+_UNAVAILABLE_HINTS = ("Unable to contact slurm controller", "Connection refused",
+                      "Socket timed out", "Unable to establish connection",
+                      "Zero Bytes were transmitted", "Communication connection failure")
+_NOT_FOUND_HINTS = ("Invalid job id", "Invalid node name", "Invalid partition name")
+
+
+def run_cli(args: list[str], *, timeout: float, env: dict[str, str] | None = None,
+            user: str | None = None) -> str:
+    """Run a Slurm command. `user` drops to that uid first (needs root) for token-authed calls."""
+    full_env = {**os.environ, **(env or {})}
+    try:
+        proc = subprocess.run(args, check=False, capture_output=True, text=True, timeout=timeout,
+                              env=full_env, user=user, stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        raise SlurmUnavailable(f"{args[0]} is not installed on this host") from None
+    except subprocess.TimeoutExpired:
+        raise SlurmUnavailable(f"{args[0]} did not finish within {timeout:.0f}s") from None
+    if proc.returncode == 0:
+        return proc.stdout
+    message = (proc.stderr.strip() or proc.stdout.strip() or f"{args[0]} exited {proc.returncode}")
+    message = message.removeprefix(f"{args[0]}: error: ")
+    if any(hint in message for hint in _UNAVAILABLE_HINTS):
+        raise SlurmUnavailable(message)
+    if any(hint in message for hint in _NOT_FOUND_HINTS):
+        raise SlurmNotFound(message)
+    if "already completing or completed" in message:
+        raise SlurmAlreadyDone(message)
+    raise SlurmRejected(message)

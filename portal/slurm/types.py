@@ -1,0 +1,125 @@
+"""Typed results of the Slurm gateway. Plain frozen dataclasses: nothing here talks to Slurm."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+# Job states after which Slurm will not run the job again without a requeue.
+FINISHED_STATES = frozenset({
+    "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
+    "BOOT_FAIL", "DEADLINE", "PREEMPTED", "REVOKED", "SPECIAL_EXIT",
+})
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What a user asks Slurm to run. Validated by the portal before it gets here."""
+
+    name: str
+    account: str
+    script: str
+    working_dir: str
+    partition: str = ""
+    nodes: int = 1
+    gpus_per_node: int = 0
+    gpu_type: str = ""
+    cpus_per_task: int = 1
+    mem_mb: int = 0
+    time_limit_min: int = 60
+    requeue: bool = True
+    stdout: str = ""
+    stderr: str = ""
+    comment: str = ""
+    hold: bool = False
+    environment: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    job_id: int
+    name: str
+    user: str
+    account: str
+    partition: str
+    state: str
+    reason: str
+    nodes: str
+    submit_time: datetime | None
+    start_time: datetime | None
+    end_time: datetime | None
+    comment: str = ""
+    exit_code: int | None = None
+    restarts: int = 0
+    stdout: str = ""
+    stderr: str = ""
+    working_dir: str = ""
+    time_limit_min: int | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED_STATES
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    name: str
+    state: str                      # Slurm's base state: IDLE, MIXED, ALLOCATED, DOWN, ...
+    flags: tuple[str, ...]          # DRAIN, NOT_RESPONDING, ...
+    reason: str
+    gres: str                       # e.g. "gpu:h100:4"
+    gres_used: str
+    cpus: int
+    alloc_cpus: int
+    real_memory_mb: int
+    partitions: tuple[str, ...]
+
+    @property
+    def gpus(self) -> int:
+        return gpu_count(self.gres)
+
+    @property
+    def drained(self) -> bool:
+        return "DRAIN" in self.flags
+
+
+@dataclass(frozen=True)
+class PartitionInfo:
+    name: str
+    nodes: str
+    is_default: bool
+    state: str
+    max_time_min: int | None        # None: no limit
+    total_nodes: int
+    total_gpus: int
+
+
+@dataclass(frozen=True)
+class AccountingRecord:
+    """A job's accounting row from sacct (finished jobs included)."""
+
+    job_id: int
+    state: str
+    exit_code: int | None
+    signal: int | None
+    elapsed_s: int
+    cpu_time_s: int
+    max_rss_kb: int | None
+    start_time: datetime | None
+    end_time: datetime | None
+
+
+@dataclass(frozen=True)
+class Association:
+    account: str
+    user: str                       # "" for the account's own row
+
+
+def gpu_count(gres: str) -> int:
+    """Sum the GPU counts in a gres string such as "gpu:h100:4(S:0-1),gpu:a100:2"."""
+    total = 0
+    for item in gres.split(","):
+        parts = item.split("(")[0].split(":")
+        if parts[0] == "gpu" and len(parts) >= 2 and parts[-1].isdigit():
+            total += int(parts[-1])
+    return total

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Start or stop the demo's portal processes: gunicorn on 127.0.0.1:8000, a Celery worker and
+# Celery beat. Pid files and logs live in var/run and var/log; stop touches only those pids.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=.venv/bin
+RUN=var/run LOG=var/log
+mkdir -p "$RUN" "$LOG"
+BIND=${PORTAL_BIND:-127.0.0.1:8000}
+
+alive() { [ -s "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
+
+start() {
+  alive worker || $VENV/celery -A workers.celery worker --detach --loglevel INFO \
+      --concurrency 2 --pidfile "$RUN/worker.pid" --logfile "$LOG/worker.log" -Q "${PORTAL_CELERY_QUEUE:-portal}"
+  alive beat || $VENV/celery -A workers.celery beat --detach --loglevel INFO \
+      --pidfile "$RUN/beat.pid" --logfile "$LOG/beat.log" --schedule "$RUN/beat-schedule"
+  alive web || $VENV/gunicorn portal.wsgi:application --daemon --bind "$BIND" --workers 3 \
+      --threads 4 --pid "$RUN/web.pid" --access-logfile "$LOG/web-access.log" --error-logfile "$LOG/web.log"
+  for _ in $(seq 100); do
+    curl -fs -o /dev/null "http://$BIND/accounts/login/" && { echo "portal: serving on http://$BIND"; return; }
+    sleep 0.2
+  done
+  echo "portal: web server did not answer on $BIND; see $LOG/web.log" >&2
+  exit 1
+}
+
+stop() {
+  for name in web beat worker; do
+    if alive "$name"; then
+      pid=$(cat "$RUN/$name.pid"); kill "$pid"
+      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+      kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
+      echo "portal: stopped $name"
+    fi
+    rm -f "$RUN/$name.pid"
+  done
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+esac

@@ -1,0 +1,104 @@
+"""Session fixtures: the real cluster, the real PostgreSQL test DB, Redis and a Celery worker.
+
+Nothing here is mocked. `make test` brings the cluster up first; if it is not up, the
+`cluster` fixture starts it (./cluster/ctl up is idempotent).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from celery.contrib.testing.worker import start_worker
+
+from portal.slurm import gateway
+from workers.celery import app
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_TEAMS = {"vision": ["alice", "bob"], "nlp": ["carol"]}
+
+
+def wait_until(predicate: Callable[[], object], *, timeout: float = 30, interval: float = 0.25,
+               what: str = "condition"):
+    """Poll until `predicate` returns something truthy; fail the test with `what` otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def _cluster_up() -> bool:
+    proc = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, check=False)
+    return proc.returncode == 0 and "UP" in proc.stdout
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Path:
+    if not _cluster_up():
+        subprocess.run([str(ROOT / "cluster/ctl"), "up"], check=True)
+    return ROOT / "cluster"
+
+
+@pytest.fixture(scope="session")
+def slurm_accounts(cluster, django_db_blocker):
+    """The demo teams as Slurm accounts with their members' associations."""
+    with django_db_blocker.unblock():
+        for team, users in DEMO_TEAMS.items():
+            gateway.ensure_account(team)
+            for user in users:
+                gateway.ensure_association(user, team)
+    return DEMO_TEAMS
+
+
+@pytest.fixture
+def make_user(django_user_model):
+    def make(username: str, **extra):
+        return django_user_model.objects.create_user(username=username, password="pw-" + username, **extra)
+    return make
+
+
+@pytest.fixture
+def alice(make_user):
+    return make_user("alice")
+
+
+@pytest.fixture
+def bob(make_user):
+    return make_user("bob")
+
+
+@pytest.fixture
+def charlie(make_user):
+    """A portal user with no team and no Unix account: can see nothing, run nothing."""
+    return make_user("charlie")
+
+
+@pytest.fixture
+def admin_user(make_user):
+    return make_user("admin", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def unique() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture(scope="session")
+def celery_worker_session(cluster, django_db_blocker):
+    """A real Celery worker (in-process thread) on Redis, on a queue of its own.
+
+    Its own queue keeps a demo worker on the same Redis from stealing test tasks.
+    """
+    queue = f"test-{uuid.uuid4().hex[:8]}"
+    app.conf.task_default_queue = queue
+    with django_db_blocker.unblock(), start_worker(app, pool="solo", concurrency=1, queues=[queue],
+                                                    perform_ping_check=False, loglevel="WARNING") as worker:
+        yield worker

@@ -1,0 +1,74 @@
+"""Parsing of Slurm's text and JSON, on recorded output."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from portal.slurm import parse
+from portal.slurm.types import gpu_count
+
+
+def test_gpu_count_sums_typed_and_untyped_gres():
+    assert gpu_count("gpu:h100:4") == 4
+    assert gpu_count("gpu:h100:4(S:0-1),gpu:a100:2,shard:8") == 6
+    assert gpu_count("gpu:2") == 2
+    assert gpu_count("") == 0
+    assert gpu_count("(null)") == 0
+
+
+def test_time_limits_parse_to_minutes():
+    assert parse.minutes("2-00:00:00") == 2880
+    assert parse.minutes("1:30:00") == 90
+    assert parse.minutes("05:00") == 5
+    assert parse.minutes("00:30") == 1          # 30 seconds still costs a minute of quota
+    assert parse.minutes("UNLIMITED") is None
+
+
+def test_squeue_sweep_parses_every_column():
+    sep = parse.SEP
+    line = sep.join(["42", "RUNNING", "gpu[01-02]", "alice", "vision", "None", "gpu",
+                     "2026-11-21T10:00:00", "2026-11-21T10:00:05", "2026-11-21T11:00:05",
+                     "1:00:00", "train | <b>", "portal:123"])
+    [job] = parse.jobs_from_squeue(line + "\n")
+    assert (job.job_id, job.state, job.nodes, job.user, job.account) == (42, "RUNNING", "gpu[01-02]",
+                                                                         "alice", "vision")
+    assert job.reason == ""
+    assert job.name == "train | <b>"
+    assert job.comment == "portal:123"
+    assert job.time_limit_min == 60
+    assert job.start_time is not None and job.end_time is None  # a running job has no end yet
+
+
+def test_squeue_sweep_skips_malformed_lines():
+    assert parse.jobs_from_squeue("garbage\n\n") == []
+
+
+def test_sacct_rows_fold_steps_into_their_job():
+    text = "\n".join([
+        "7|FAILED|3:0|65|130||2026-11-21T10:00:00|2026-11-21T10:01:05",
+        "7.batch|FAILED|3:0|65|130|2048K|2026-11-21T10:00:00|2026-11-21T10:01:05",
+        "7.0|COMPLETED|0:0|10|20|1.5M|2026-11-21T10:00:00|2026-11-21T10:00:10",
+        "8|CANCELLED by 1001|0:15|0|0||Unknown|2026-11-21T10:00:00",
+    ])
+    records = {r.job_id: r for r in parse.accounting_from_sacct(text)}
+    assert records[7].state == "FAILED"
+    assert records[7].exit_code == 3
+    assert records[7].max_rss_kb == 2048
+    assert records[7].elapsed_s == 65
+    assert records[8].state == "CANCELLED"
+    assert records[8].signal == 15
+    assert records[8].start_time is None
+
+
+def test_rest_job_times_are_utc_and_absent_when_not_reached():
+    job = parse.job_from_rest({"job_id": 3, "job_state": "PENDING", "submit_time": 1795304109,
+                               "start_time": 1795477030, "end_time": 1795477030, "restart_cnt": 2})
+    assert job.submit_time == datetime.fromtimestamp(1795304109, tz=UTC)
+    assert job.start_time is None and job.end_time is None   # Slurm's estimate is not a start
+    assert job.restarts == 2
+
+
+def test_rest_node_keeps_state_flags():
+    node = parse.node_from_rest({"name": "gpu01", "state": "idle", "state_flags": ["DRAIN"],
+                                 "reason": "portal: xid 79", "gres": "gpu:h100:4", "cpus": 32})
+    assert node.state == "IDLE" and node.drained and node.gpus == 4
