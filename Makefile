@@ -12,9 +12,9 @@ export DEBIAN_FRONTEND := noninteractive
 
 APT_PACKAGES := slurmctld slurmd slurm-client slurmdbd slurmrestd slurm-wlm-jwt-plugin munge \
 	mariadb-server mariadb-client postgresql postgresql-client redis-server redis-tools \
-	python3-venv python3-dev curl ca-certificates
+	python3-venv python3-dev curl ca-certificates chromium
 
-.PHONY: help deps venv services cluster db setup test lint demo stop seed
+.PHONY: help deps venv assets services cluster db setup test lint demo stop seed
 
 help:
 	@echo "make demo   install everything, start cluster + services + portal on http://127.0.0.1:8000"
@@ -25,6 +25,7 @@ help:
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
 		| grep -q 'install ok installed' || echo $$p; done); \
+	command -v npm >/dev/null || missing="$$missing nodejs npm"; \
 	if [ -n "$$missing" ]; then \
 		echo "apt: installing $$missing"; \
 		apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
@@ -38,6 +39,12 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install -q -r requirements.txt
 	@touch $@
 
+# ---- front-end libraries from npm (htmx, Chart.js), served as static files
+assets: node_modules/.installed
+node_modules/.installed: package.json package-lock.json | deps
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
 # ---- PostgreSQL and Redis: started where they are not running
 services: deps
 	@scripts/services.sh
@@ -45,14 +52,14 @@ services: deps
 cluster: deps
 	./cluster/ctl up
 
-db: venv services
+db: venv assets services
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput -v 0
 
 seed: db cluster
 	$(PY) manage.py seed_demo >/dev/null
 
-setup: deps venv services cluster db seed
+setup: deps venv assets services cluster db seed
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -39,6 +39,8 @@ INSTALLED_APPS = [
     "portal.teams",
     "portal.jobs",
     "portal.nodes",
+    "portal.api",
+    "ninja",
 ]
 
 MIDDLEWARE = [
@@ -107,6 +109,11 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+# htmx and Chart.js come from npm (package.json); `make assets` installs them.
+STATICFILES_DIRS = [
+    ("vendor/htmx", BASE_DIR / "node_modules/htmx.org/dist"),
+    ("vendor/chartjs", BASE_DIR / "node_modules/chart.js/dist"),
+]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
@@ -124,6 +131,11 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = env_str("PORTAL_CELERY_QUEUE", "portal")
 CELERY_BEAT_SCHEDULE = {
+    # Cheap when nothing changed (one 304 from slurmrestd); keeps the job list fresh within ~2 s.
+    "track-jobs": {
+        "task": "workers.tasks.jobs.track_jobs_task",
+        "schedule": env_float("PORTAL_TRACK_SECONDS", 1.0),
+    },
     "sync-nodes": {
         "task": "workers.tasks.nodes.sync_nodes_task",
         "schedule": env_float("PORTAL_NODE_SYNC_SECONDS", 15.0),
@@ -148,6 +160,11 @@ SLURM = {
     # unprivileged uid, so the token, not the process, decides what Slurm allows.
     "CLI_TOKEN_RUNAS": env_str("SLURM_CLI_TOKEN_RUNAS", "nobody"),
 }
+
+# Jobs get CHECKPOINT_DIR=<root>/<team>/<user>/<job uuid> unless they name their own.
+CHECKPOINT_ROOT = env_str("PORTAL_CHECKPOINT_ROOT", "/srv/portal/checkpoints")
+# The output viewer never reads more than this from a job's output file.
+OUTPUT_MAX_BYTES = env_int("PORTAL_OUTPUT_MAX_BYTES", 1024 * 1024, minimum=1024)
 
 LOGGING = {
     "version": 1,

@@ -1,7 +1,8 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 
+from portal.api.main import api
 from portal.core import views as core_views
 
 urlpatterns = [
@@ -9,5 +10,8 @@ urlpatterns = [
     path("healthz", core_views.healthz, name="healthz"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("jobs/", include("portal.jobs.urls")),
+    path("tokens/", include("portal.api.web_urls")),
+    path("api/", api.urls),
     path("admin/", admin.site.urls),
 ]

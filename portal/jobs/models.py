@@ -12,7 +12,9 @@ class Job(models.Model):
     # The portal's own id travels in the job's Slurm comment, so a job Slurm accepted but
     # the portal never recorded (crash in between) can be adopted by the tracker.
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    slurm_job_id = models.BigIntegerField(null=True, blank=True, unique=True)
+    # Not unique: a rebuilt cluster starts its job ids again; the tracker matches on
+    # (slurm_job_id, submit_time) or the portal UUID in the comment.
+    slurm_job_id = models.BigIntegerField(null=True, blank=True, db_index=True)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="jobs")
     team = models.ForeignKey("teams.Team", on_delete=models.PROTECT, related_name="jobs")
     name = models.CharField(max_length=200)
@@ -38,6 +40,22 @@ class Job(models.Model):
     nodes_list = models.CharField(max_length=500, blank=True)
     exit_code = models.IntegerField(null=True, blank=True)
     restart_count = models.PositiveIntegerField(default=0)
+    working_dir = models.CharField(max_length=500, blank=True)
+    stdout_path = models.CharField(max_length=500, blank=True)
+    stderr_path = models.CharField(max_length=500, blank=True)
+
+    # Filled from sacct once the job has ended.
+    elapsed_s = models.PositiveIntegerField(null=True, blank=True)
+    cpu_time_s = models.PositiveBigIntegerField(null=True, blank=True)
+    max_rss_kb = models.PositiveBigIntegerField(null=True, blank=True)
+    accounted = models.BooleanField(default=False)
+
+    # A retried request with the same key returns this job instead of making another.
+    # NULL (not "") for "no key", so the partial unique constraint ignores keyless jobs.
+    idempotency_key = models.CharField(max_length=100, null=True, blank=True)  # noqa: DJ001
+    # True for jobs submitted outside the portal (plain sbatch) that the tracker adopted.
+    adopted = models.BooleanField(default=False)
+    state_changed_at = models.DateTimeField(null=True, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -47,7 +65,61 @@ class Job(models.Model):
         indexes = [
             models.Index(fields=["owner", "-id"], name="job_owner_recent"),
             models.Index(fields=["team", "-id"], name="job_team_recent"),
+            models.Index(fields=["state", "-id"], name="job_state_recent"),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "idempotency_key"], name="one_job_per_idempotency_key",
+                                    condition=models.Q(idempotency_key__isnull=False)),
         ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.slurm_job_id or 'unsubmitted'})"
+
+
+class JobEvent(models.Model):
+    """The job's timeline (state changes seen by the tracker) and its audit trail (actions)."""
+
+    class Kind(models.TextChoices):
+        STATE = "state", "State change"
+        ACTION = "action", "Action"
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="events")
+    at = models.DateTimeField(auto_now_add=True)
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    # For actions: submit, cancel, hold, release, requeue. For state changes: the new state.
+    name = models.CharField(max_length=32)
+    ok = models.BooleanField(default=True)
+    detail = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+        indexes = [models.Index(fields=["job", "at"], name="jobevent_job_at")]
+
+    def __str__(self) -> str:
+        return f"{self.job_id} {self.kind} {self.name}"
+
+
+class JobTemplate(models.Model):
+    """A team's saved job script with default resources. Leads manage them."""
+
+    team = models.ForeignKey("teams.Team", on_delete=models.CASCADE, related_name="job_templates")
+    name = models.CharField(max_length=100)
+    description = models.CharField(max_length=300, blank=True)
+    script = models.TextField()
+    partition = models.CharField(max_length=64, blank=True)
+    nodes = models.PositiveIntegerField(default=1)
+    gpus_per_node = models.PositiveIntegerField(default=1)
+    gpu_type = models.CharField(max_length=32, blank=True)
+    cpus_per_task = models.PositiveIntegerField(default=8)
+    mem_mb = models.PositiveIntegerField(default=32768)
+    time_limit_min = models.PositiveIntegerField(default=60)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["team__name", "name"]
+        constraints = [models.UniqueConstraint(fields=["team", "name"], name="template_name_per_team")]
+
+    def __str__(self) -> str:
+        return f"{self.team}/{self.name}"

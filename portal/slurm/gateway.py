@@ -27,6 +27,7 @@ from portal.slurm.types import (
     JobSpec,
     NodeInfo,
     PartitionInfo,
+    PriorityFactors,
 )
 
 
@@ -191,6 +192,15 @@ def accounting(job_ids: list[int]) -> list[AccountingRecord]:
     out = cli(["sacct", "-a", "-n", "-P", "-j", ",".join(str(int(j)) for j in job_ids),
                "-o", parse.SACCT_FIELDS])
     return parse.accounting_from_sacct(out)
+
+
+def job_priority(job_id: int) -> PriorityFactors | None:
+    """Why a pending job is where it is in the queue; None when Slurm has no factors for it."""
+    try:
+        out = cli(["sprio", "-h", "-n", "-j", str(int(job_id)), "-o", "%i|%Y|%A|%F|%J|%P|%Q"])
+    except (SlurmNotFound, SlurmRejected):
+        return None  # held or no longer pending: sprio says it cannot find the job
+    return parse.priority_from_sprio(out)
 
 
 def ping() -> float:

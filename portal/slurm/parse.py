@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from portal.slurm.types import AccountingRecord, Association, JobInfo, NodeInfo, PartitionInfo, gpu_count
+from portal.slurm.types import (
+    AccountingRecord,
+    Association,
+    JobInfo,
+    NodeInfo,
+    PartitionInfo,
+    PriorityFactors,
+    gpu_count,
+)
 
 # squeue's narrow sweep: cheap fields only (about 8 µs a job), separated by a byte no job
 # name or comment can hold so that user text never shifts the columns.
@@ -55,6 +63,7 @@ def job_from_rest(data: dict) -> JobInfo:
         stderr=data.get("standard_error", ""),
         working_dir=data.get("current_working_directory", ""),
         time_limit_min=data.get("time_limit") if isinstance(data.get("time_limit"), int) else None,
+        estimated_start=epoch(data.get("start_time")) if data.get("job_state") == "PENDING" else None,
     )
 
 
@@ -134,6 +143,18 @@ def accounting_from_sacct(text: str) -> list[AccountingRecord]:
         if rss_kb is not None and (rec["max_rss_kb"] is None or rss_kb > rec["max_rss_kb"]):
             rec["max_rss_kb"] = rss_kb
     return [AccountingRecord(job_id=jid, **rec) for jid, rec in records.items() if "state" in rec]
+
+
+def priority_from_sprio(text: str) -> PriorityFactors | None:
+    for line in text.splitlines():
+        cols = line.split("|")
+        if len(cols) == 7:
+            try:
+                values = [float(c) for c in cols[1:]]
+            except ValueError:
+                continue
+            return PriorityFactors(*values)
+    return None
 
 
 def associations_from_sacctmgr(text: str) -> list[Association]:

@@ -111,6 +111,9 @@ def run_cli(args: list[str], *, timeout: float, env: dict[str, str] | None = Non
         raise SlurmUnavailable(f"{args[0]} is not installed on this host") from None
     except subprocess.TimeoutExpired:
         raise SlurmUnavailable(f"{args[0]} did not finish within {timeout:.0f}s") from None
+    except PermissionError:
+        # Dropping to another uid needs root; a portal running unprivileged cannot.
+        raise SlurmUnavailable(f"not allowed to run {args[0]} as {user!r} (the portal is not root)") from None
     if proc.returncode == 0:
         return proc.stdout
     message = (proc.stderr.strip() or proc.stdout.strip() or f"{args[0]} exited {proc.returncode}")

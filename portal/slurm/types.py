@@ -55,6 +55,7 @@ class JobInfo:
     stderr: str = ""
     working_dir: str = ""
     time_limit_min: int | None = None
+    estimated_start: datetime | None = None   # Slurm's backfill estimate for a pending job
 
     @property
     def finished(self) -> bool:
@@ -107,6 +108,18 @@ class AccountingRecord:
     max_rss_kb: int | None
     start_time: datetime | None
     end_time: datetime | None
+
+
+@dataclass(frozen=True)
+class PriorityFactors:
+    """sprio's normalised factors (0..1) and the job's total priority."""
+
+    priority: float
+    age: float
+    fairshare: float
+    job_size: float
+    partition: float
+    qos: float
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,68 @@
+"""What the cluster offers (partitions, their limits, GPU types), cached for form validation.
+
+Validation runs on every submit; asking Slurm each time would add a round trip to every
+request. Partition limits change rarely, so a short cache is safe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.core.cache import cache
+
+from portal.slurm import gateway
+from portal.slurm.types import gpu_count
+
+CACHE_KEY = "cluster-info:v1"
+CACHE_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class PartitionLimits:
+    name: str
+    is_default: bool
+    max_time_min: int | None
+    max_gpus_per_node: int
+    gpu_types: tuple[str, ...]
+    max_cpus_per_node: int
+    max_mem_mb_per_node: int
+    total_nodes: int
+
+
+def _gpu_types(gres: str) -> set[str]:
+    types = set()
+    for item in gres.split(","):
+        parts = item.split("(")[0].split(":")
+        if parts[0] == "gpu" and len(parts) == 3:
+            types.add(parts[1])
+    return types
+
+
+def _build() -> dict[str, PartitionLimits]:
+    nodes = gateway.list_nodes()
+    result = {}
+    for part in gateway.list_partitions():
+        members = [n for n in nodes if part.name in n.partitions]
+        result[part.name] = PartitionLimits(
+            name=part.name, is_default=part.is_default, max_time_min=part.max_time_min,
+            max_gpus_per_node=max((gpu_count(n.gres) for n in members), default=0),
+            gpu_types=tuple(sorted(set().union(*(_gpu_types(n.gres) for n in members)))),
+            max_cpus_per_node=max((n.cpus for n in members), default=0),
+            max_mem_mb_per_node=max((n.real_memory_mb for n in members), default=0),
+            total_nodes=len(members),
+        )
+    return result
+
+
+def partitions() -> dict[str, PartitionLimits]:
+    """Partition limits by name; raises SlurmUnavailable if Slurm cannot be asked."""
+    cached = cache.get(CACHE_KEY)
+    if cached is None:
+        cached = _build()
+        cache.set(CACHE_KEY, cached, CACHE_SECONDS)
+    return cached
+
+
+def default_partition() -> str:
+    parts = partitions()
+    return next((p.name for p in parts.values() if p.is_default), next(iter(parts), ""))

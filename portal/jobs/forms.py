@@ -1,0 +1,124 @@
+"""Validation of a job request, shared by the web form and the API.
+
+Everything is checked here, server-side, with one clear message per field; Slurm then
+checks again and its own rejection message is shown if it still says no.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import posixpath
+import pwd
+
+from django import forms
+from django.conf import settings
+
+from portal.jobs import cluster_info
+from portal.jobs.access import member_teams
+from portal.jobs.models import JobTemplate
+
+MAX_SCRIPT_BYTES = 64 * 1024
+NAME_MAX = 100
+
+
+class JobSubmitForm(forms.Form):
+    name = forms.CharField(max_length=NAME_MAX, strip=True)
+    team = forms.ChoiceField(help_text="The Slurm account the job is charged to.")
+    partition = forms.ChoiceField(required=False)
+    nodes = forms.IntegerField(min_value=1, initial=1)
+    gpus_per_node = forms.IntegerField(min_value=0, initial=1, label="GPUs per node")
+    gpu_type = forms.CharField(required=False, max_length=32, label="GPU type")
+    cpus_per_task = forms.IntegerField(min_value=1, initial=8, label="CPUs")
+    mem_mb = forms.IntegerField(min_value=0, initial=32768, label="Memory (MB)",
+                                help_text="0 means Slurm's default per CPU.")
+    time_limit_min = forms.IntegerField(min_value=1, initial=60, label="Time limit (minutes)")
+    requeue = forms.BooleanField(required=False, initial=True,
+                                 label="Requeue if a node fails",
+                                 help_text="Slurm restarts the job elsewhere; it resumes from its checkpoint.")
+    checkpoint_dir = forms.CharField(required=False, max_length=400, label="Checkpoint directory",
+                                     help_text="Leave empty for the default under the checkpoint root.")
+    script = forms.CharField(widget=forms.Textarea(attrs={"rows": 14, "spellcheck": "false"}), strip=False)
+
+    def __init__(self, *args, user, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.user = user
+        self.limits = cluster_info.partitions()
+        self.fields["team"].choices = [(t.name, t.name) for t in member_teams(user)]
+        self.fields["partition"].choices = [(p, p) for p in self.limits]
+        self.fields["partition"].initial = cluster_info.default_partition()
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"]
+        if not name.isprintable():
+            raise forms.ValidationError("Use printable characters only (no tabs or line breaks).")
+        return name
+
+    def clean_script(self) -> str:
+        script = self.cleaned_data["script"].replace("\r\n", "\n")
+        if not script.startswith("#!"):
+            raise forms.ValidationError("The script must start with an interpreter line such as #!/bin/bash.")
+        if len(script.encode()) > MAX_SCRIPT_BYTES:
+            raise forms.ValidationError(f"The script is over {MAX_SCRIPT_BYTES // 1024} KB.")
+        if "\x00" in script:
+            raise forms.ValidationError("The script contains a NUL byte.")
+        return script
+
+    def clean_partition(self) -> str:
+        return self.cleaned_data["partition"] or cluster_info.default_partition()
+
+    def clean_checkpoint_dir(self) -> str:
+        path = self.cleaned_data["checkpoint_dir"].strip()
+        if not path:
+            return ""
+        if not path.startswith("/") or ".." in path.split("/"):
+            raise forms.ValidationError("Give an absolute path without '..'.")
+        path = posixpath.normpath(path)
+        roots = [settings.CHECKPOINT_ROOT.rstrip("/")]
+        with contextlib.suppress(KeyError):
+            roots.append(pwd.getpwnam(self.user.username).pw_dir.rstrip("/"))
+        if not any(path == r or path.startswith(r + "/") for r in roots):
+            raise forms.ValidationError(f"Checkpoints must live under {roots[0]} or your home directory.")
+        return path
+
+    def clean(self) -> dict:
+        data = super().clean()
+        limits = self.limits.get(data.get("partition") or "")
+        if limits is None:
+            return data
+        self._check_limits(data, limits)
+        return data
+
+    def _check_limits(self, data: dict, limits: cluster_info.PartitionLimits) -> None:
+        where = f"the {limits.name} partition"
+        if (data.get("nodes") or 0) > limits.total_nodes:
+            self.add_error("nodes", f"{where} has {limits.total_nodes} nodes.")
+        gpus = data.get("gpus_per_node") or 0
+        if gpus > limits.max_gpus_per_node:
+            has = f"at most {limits.max_gpus_per_node}" if limits.max_gpus_per_node else "no"
+            self.add_error("gpus_per_node", f"Nodes in {where} have {has} GPUs.")
+        gpu_type = data.get("gpu_type") or ""
+        if gpu_type and gpu_type not in limits.gpu_types:
+            offered = ", ".join(limits.gpu_types) or "none"
+            self.add_error("gpu_type", f"{where} offers GPU types: {offered}.")
+        if gpu_type and not gpus:
+            self.add_error("gpu_type", "Ask for at least one GPU per node to choose a GPU type.")
+        if limits.max_time_min and (data.get("time_limit_min") or 0) > limits.max_time_min:
+            self.add_error("time_limit_min", f"{where} allows at most {limits.max_time_min} minutes.")
+        if (data.get("cpus_per_task") or 0) > limits.max_cpus_per_node:
+            self.add_error("cpus_per_task", f"Nodes in {where} have {limits.max_cpus_per_node} CPUs.")
+        if (data.get("mem_mb") or 0) > limits.max_mem_mb_per_node:
+            self.add_error("mem_mb", f"Nodes in {where} have {limits.max_mem_mb_per_node} MB of memory.")
+
+
+class JobTemplateForm(forms.ModelForm):
+    class Meta:
+        model = JobTemplate
+        fields = ["name", "description", "partition", "nodes", "gpus_per_node", "gpu_type",
+                  "cpus_per_task", "mem_mb", "time_limit_min", "script"]
+        widgets = {"script": forms.Textarea(attrs={"rows": 14, "spellcheck": "false"})}
+
+    def clean_script(self) -> str:
+        script = self.cleaned_data["script"].replace("\r\n", "\n")
+        if not script.startswith("#!"):
+            raise forms.ValidationError("The script must start with an interpreter line such as #!/bin/bash.")
+        return script

@@ -1,0 +1,1 @@
+"""Job tasks (the tracker fills this in)."""
