@@ -19,7 +19,8 @@ from portal.slurm import gateway
 from workers.celery import app
 
 ROOT = Path(__file__).resolve().parent.parent
-DEMO_TEAMS = {"vision": ["alice", "bob"], "nlp": ["carol"]}
+DEMO_TEAMS = {"vision": ["alice", "bob"], "nlp": ["carol", "erin"]}
+TEAM_LEADS = {"nlp": "carol"}
 
 
 def wait_until(predicate: Callable[[], object], *, timeout: float = 30, interval: float = 0.25,
@@ -55,7 +56,15 @@ def slurm_accounts(cluster, django_db_blocker):
             gateway.ensure_account(team)
             for user in users:
                 gateway.ensure_association(user, team)
+        for team, lead in TEAM_LEADS.items():
+            gateway.ensure_coordinator(lead, team)
     return DEMO_TEAMS
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    """Tests make many users; the production hasher is slow on purpose."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture

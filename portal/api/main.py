@@ -10,6 +10,7 @@ from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from portal.api.auth import api_auth
+from portal.jobs.api import router as jobs_router
 from portal.slurm.errors import SlurmNotFound, SlurmRejected, SlurmUnavailable, TokenRefused
 
 log = logging.getLogger(__name__)
@@ -20,6 +21,9 @@ api = NinjaAPI(
     description="Submit and control Slurm jobs as yourself. Authenticate with `Authorization: Bearer <token>` "
                 "(create tokens on the Tokens page or with `manage.py issue_token USER`).",
 )
+
+
+api.add_router("/v1/", jobs_router)
 
 
 def _error(request, status: int, detail, **extra):

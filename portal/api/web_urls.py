@@ -1,6 +1,11 @@
 """Web pages for API tokens (create, revoke)."""
 
-from django.urls import path  # noqa: F401 - filled in by the token pages
+from django.urls import path
+
+from portal.api import views
 
 app_name = "tokens"
-urlpatterns: list = []
+urlpatterns = [
+    path("", views.token_list, name="list"),
+    path("<int:token_id>/revoke/", views.token_revoke, name="revoke"),
+]

@@ -23,8 +23,10 @@ NAME_MAX = 100
 
 class JobSubmitForm(forms.Form):
     name = forms.CharField(max_length=NAME_MAX, strip=True)
-    team = forms.ChoiceField(help_text="The Slurm account the job is charged to.")
-    partition = forms.ChoiceField(required=False)
+    team = forms.ChoiceField(help_text="The Slurm account the job is charged to.",
+                             error_messages={"invalid_choice": "You are not a member of team %(value)s."})
+    partition = forms.ChoiceField(required=False,
+                                  error_messages={"invalid_choice": "There is no partition named %(value)s."})
     nodes = forms.IntegerField(min_value=1, initial=1)
     gpus_per_node = forms.IntegerField(min_value=0, initial=1, label="GPUs per node")
     gpu_type = forms.CharField(required=False, max_length=32, label="GPU type")
@@ -70,7 +72,7 @@ class JobSubmitForm(forms.Form):
         path = self.cleaned_data["checkpoint_dir"].strip()
         if not path:
             return ""
-        if not path.startswith("/") or ".." in path.split("/"):
+        if not path.isprintable() or not path.startswith("/") or ".." in path.split("/"):
             raise forms.ValidationError("Give an absolute path without '..'.")
         path = posixpath.normpath(path)
         roots = [settings.CHECKPOINT_ROOT.rstrip("/")]

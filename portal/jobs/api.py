@@ -1,0 +1,250 @@
+"""/api/v1/jobs: submit, list, show, control and read output. Same rules as the web pages."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Literal
+
+from django.http import HttpRequest
+from ninja import Field, Header, Path, Query, Router, Schema, Status
+from pydantic import field_validator
+
+from portal.jobs import explain
+from portal.jobs.access import get_job_for_user, visible_jobs
+from portal.jobs.forms import JobSubmitForm
+from portal.jobs.models import Job
+from portal.jobs.output import OutputUnavailable, read_output
+from portal.jobs.services import JobActionRefused, control_job, submit_job
+
+router = Router(tags=["jobs"])
+
+MAX_ID = 2**63 - 1
+NAME_RE = r"^[A-Za-z0-9_.@-]{1,150}$"
+KEY_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
+STATES = {"PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL",
+          "OUT_OF_MEMORY", "PREEMPTED", "SUSPENDED", "REQUEUED", "COMPLETING", "BOOT_FAIL",
+          "DEADLINE", "SUBMIT_FAILED"}
+
+
+class Error(Schema):
+    detail: str
+
+
+class FormError(Schema):
+    detail: str
+    errors: dict[str, list[str]]
+
+
+class JobIn(Schema):
+    name: str = Field(..., max_length=100, description="Job name as Slurm shows it")
+    team: str = Field(..., max_length=64, description="Your team; also the Slurm account")
+    partition: str = Field("", max_length=64, description="Empty for the default partition")
+    script: str = Field(..., max_length=70_000, description="Batch script; must start with #!")
+    nodes: int = Field(1, ge=1, le=10_000)
+    gpus_per_node: int = Field(0, ge=0, le=1_000)
+    gpu_type: str = Field("", max_length=32)
+    cpus_per_task: int = Field(1, ge=1, le=100_000)
+    mem_mb: int = Field(0, ge=0, le=2**31 - 1, description="0: Slurm's default per CPU")
+    time_limit_min: int = Field(60, ge=1, le=10_000_000)
+    requeue: bool = Field(True, description="Requeue on infrastructure failure")
+    checkpoint_dir: str = Field("", max_length=400, description="Empty for the default")
+
+
+class JobOut(Schema):
+    id: int
+    uuid: str
+    slurm_job_id: int | None
+    name: str
+    team: str
+    owner: str
+    partition: str
+    nodes: int
+    gpus_per_node: int
+    gpu_type: str
+    cpus_per_task: int
+    mem_mb: int
+    time_limit_min: int
+    requeue: bool
+    checkpoint_dir: str
+    state: str
+    state_text: str
+    reason: str
+    reason_text: str
+    nodes_list: str
+    exit_code: int | None
+    restart_count: int
+    submit_time: datetime | None
+    start_time: datetime | None
+    end_time: datetime | None
+    elapsed_s: int | None
+    cpu_time_s: int | None
+    max_rss_kb: int | None
+    adopted: bool
+
+    @staticmethod
+    def resolve_uuid(obj: Job) -> str:
+        return str(obj.uuid)
+
+    @staticmethod
+    def resolve_team(obj: Job) -> str:
+        return obj.team.name
+
+    @staticmethod
+    def resolve_owner(obj: Job) -> str:
+        return obj.owner.username
+
+    @staticmethod
+    def resolve_state_text(obj: Job) -> str:
+        return explain.state_words(obj.state)
+
+    @staticmethod
+    def resolve_reason_text(obj: Job) -> str:
+        return explain.reason_words(obj.reason) if obj.state == "PENDING" else ""
+
+
+class JobDetailOut(JobOut):
+    script: str
+
+
+class JobList(Schema):
+    results: list[JobOut]
+    next_cursor: int | None = Field(None, description="Pass as `cursor` for the next page")
+
+
+class JobFilters(Schema):
+    state: str | None = Field(None, description="Comma-separated Slurm states, e.g. PENDING,RUNNING")
+    team: str | None = Field(None, max_length=64, pattern=r"^[a-z][a-z0-9_-]{0,63}$")
+    owner: str | None = Field(None, pattern=NAME_RE)
+    submitted_after: datetime | None = None
+    submitted_before: datetime | None = None
+    order: Literal["newest", "oldest"] = "newest"
+    cursor: int | None = Field(None, ge=1, le=MAX_ID, description="From the previous page's next_cursor")
+    limit: int = Field(50, ge=1, le=200)
+
+    @field_validator("submitted_after", "submitted_before")
+    @classmethod
+    def _in_utc(cls, value: datetime | None) -> datetime | None:
+        # PostgreSQL rejects offsets beyond ±16 h that Python accepts; UTC is always fine.
+        if value is None:
+            return None
+        try:
+            return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("date out of range") from None
+
+
+class OutputOut(Schema):
+    stream: str
+    text: str
+    size: int
+    offset: int
+    truncated: bool
+
+
+def _states(raw: str | None) -> list[str]:
+    states = [s.strip().upper() for s in (raw or "").split(",") if s.strip()]
+    unknown = [s for s in states if s not in STATES]
+    if unknown:
+        raise ValueError(f"unknown state(s): {', '.join(unknown)}")
+    return states
+
+
+def _filtered(user, f: JobFilters):
+    qs = visible_jobs(user).select_related("team", "owner").defer("script")
+    states = _states(f.state)
+    if states:
+        qs = qs.filter(state__in=states)
+    if f.team:
+        qs = qs.filter(team__name=f.team)
+    if f.owner:
+        qs = qs.filter(owner__username=f.owner)
+    if f.submitted_after:
+        qs = qs.filter(submit_time__gte=f.submitted_after)
+    if f.submitted_before:
+        qs = qs.filter(submit_time__lt=f.submitted_before)
+    if f.cursor:
+        qs = qs.filter(id__lt=f.cursor) if f.order == "newest" else qs.filter(id__gt=f.cursor)
+    return qs.order_by("-id" if f.order == "newest" else "id")
+
+
+@router.get("/jobs", response={200: JobList, 400: Error}, summary="List the jobs you may see")
+def list_jobs(request: HttpRequest, filters: Query[JobFilters]):
+    """Your jobs; your teams' jobs if you lead a team; all jobs for admins. Keyset-paginated."""
+    try:
+        qs = _filtered(request.auth, filters)
+    except ValueError as exc:
+        return Status(400, {"detail": str(exc)})
+    page = list(qs[: filters.limit + 1])
+    more = len(page) > filters.limit
+    page = page[: filters.limit]
+    return Status(200, {"results": page, "next_cursor": page[-1].id if more else None})
+
+
+@router.post("/jobs", response={200: JobDetailOut, 201: JobDetailOut, 400: FormError},
+             summary="Submit a job as yourself")
+def create_job(request: HttpRequest, payload: JobIn,
+               idempotency_key: str | None = Header(None, alias="Idempotency-Key")):
+    """Runs in Slurm as you. Repeating a request with the same `Idempotency-Key` returns the first job (200)."""
+    if idempotency_key is not None and not KEY_RE.match(idempotency_key):
+        return Status(400, {"detail": "Idempotency-Key: 1-100 letters, digits or _.:-", "errors": {}})
+    form = JobSubmitForm(data=payload.dict(), user=request.auth)
+    if not form.is_valid():
+        errors = {field: [str(m) for m in msgs] for field, msgs in form.errors.items()}
+        first = next(iter(errors.items()))
+        return Status(400, {"detail": f"{first[0]}: {first[1][0]}", "errors": errors})
+    outcome = submit_job(user=request.auth, data=form.cleaned_data, idempotency_key=idempotency_key)
+    return Status(201 if outcome.created else 200, outcome.job)
+
+
+@router.get("/jobs/{job_id}", response={200: JobDetailOut, 404: Error}, summary="Show one job")
+def show_job(request: HttpRequest, job_id: int = Path(..., ge=1, le=MAX_ID)):
+    return Status(200, get_job_for_user(request.auth, job_id))
+
+
+def _control(request: HttpRequest, job_id: int, action: str):
+    job = get_job_for_user(request.auth, job_id)
+    try:
+        control_job(user=request.auth, job=job, action=action)
+    except JobActionRefused as exc:
+        return Status(403, {"detail": str(exc)})
+    job.refresh_from_db()
+    return Status(200, job)
+
+
+CONTROL_RESPONSES = {200: JobDetailOut, 403: Error, 404: Error, 409: Error, 503: Error}
+
+
+@router.post("/jobs/{job_id}/cancel", response=CONTROL_RESPONSES, summary="Cancel a job")
+def cancel(request: HttpRequest, job_id: int = Path(..., ge=1, le=MAX_ID)):
+    """Cancelling a job that already ended does nothing and succeeds."""
+    return _control(request, job_id, "cancel")
+
+
+@router.post("/jobs/{job_id}/hold", response=CONTROL_RESPONSES, summary="Hold a pending job")
+def hold(request: HttpRequest, job_id: int = Path(..., ge=1, le=MAX_ID)):
+    return _control(request, job_id, "hold")
+
+
+@router.post("/jobs/{job_id}/release", response=CONTROL_RESPONSES, summary="Release a held job")
+def release(request: HttpRequest, job_id: int = Path(..., ge=1, le=MAX_ID)):
+    return _control(request, job_id, "release")
+
+
+@router.post("/jobs/{job_id}/requeue", response=CONTROL_RESPONSES, summary="Requeue a job")
+def requeue(request: HttpRequest, job_id: int = Path(..., ge=1, le=MAX_ID)):
+    return _control(request, job_id, "requeue")
+
+
+@router.get("/jobs/{job_id}/output", response={200: OutputOut, 404: Error}, summary="Read a job's output")
+def output(request: HttpRequest, job_id: int = Path(..., ge=1, le=MAX_ID),
+           stream: Literal["stdout", "stderr"] = "stdout",
+           tail: int | None = Query(None, ge=0, le=100_000, description="Last N lines"),
+           offset: int | None = Query(None, ge=0, le=MAX_ID, description="Bytes after this offset (follow)")):
+    job = get_job_for_user(request.auth, job_id)
+    try:
+        chunk = read_output(job, stream, tail=tail, offset=offset)
+    except OutputUnavailable as exc:
+        return Status(404, {"detail": str(exc)})
+    return Status(200, {"stream": stream, "text": chunk.text, "size": chunk.size, "offset": chunk.offset,
+                        "truncated": chunk.truncated})
