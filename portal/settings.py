@@ -56,6 +56,18 @@ MIDDLEWARE = [
     "portal.api.middleware.JsonApiErrorsMiddleware",
 ]
 
+# Sites behind SSO (Apache mod_auth_*, Shibboleth, OIDC proxies) set PORTAL_REMOTE_USER=true:
+# the web server authenticates and passes the Unix login in REMOTE_USER. With a proxy in front
+# of gunicorn use PORTAL_REMOTE_USER_HEADER=HTTP_X_REMOTE_USER, and make the proxy overwrite
+# that header on every request, or anyone could claim any user.
+REMOTE_USER_ENABLED = env_bool("PORTAL_REMOTE_USER", False)
+REMOTE_USER_HEADER = env_str("PORTAL_REMOTE_USER_HEADER", "REMOTE_USER")
+AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
+if REMOTE_USER_ENABLED:
+    MIDDLEWARE.insert(MIDDLEWARE.index("django.contrib.auth.middleware.AuthenticationMiddleware") + 1,
+                      "portal.core.remote_user.RemoteUserMiddleware")
+    AUTHENTICATION_BACKENDS.insert(0, "portal.core.remote_user.SsoBackend")
+
 ROOT_URLCONF = "portal.urls"
 WSGI_APPLICATION = "portal.wsgi.application"
 

@@ -1,0 +1,82 @@
+"""Shared helpers for the benchmarks: a bench database, a real gunicorn, percentiles, machine info.
+
+Benchmarks print their figures; they assert nothing. Run them from the repo root with the
+project's virtualenv, e.g. `.venv/bin/python bench/job_list.py`.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = str(ROOT / ".venv/bin/python")
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    mem_kb = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
+                      if line.startswith("MemTotal")))
+    return f"{os.cpu_count()} cores ({cpu}), {mem_kb / 1024 / 1024:.0f} GiB RAM, Python {sys.version.split()[0]}"
+
+
+def percentile(values: list[float], pct: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered) + 0.5) - 1))
+    return ordered[index]
+
+
+def summary_ms(values: list[float]) -> str:
+    ms = [v * 1000 for v in values]
+    return (f"n={len(ms)} p50={percentile(ms, 50):.1f} ms  p95={percentile(ms, 95):.1f} ms  "
+            f"p99={percentile(ms, 99):.1f} ms  mean={statistics.fmean(ms):.1f} ms")
+
+
+def ensure_database(name: str) -> dict[str, str]:
+    """Create (if needed) and migrate a bench database; returns the env that selects it."""
+    env = {**os.environ, "PORTAL_DB_NAME": name, "DJANGO_SETTINGS_MODULE": "portal.settings"}
+    exists = subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-tAc",
+                             f"select 1 from pg_database where datname='{name}'"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    if exists != "1":
+        subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", name], check=True)
+    subprocess.run([PY, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def gunicorn(env: dict[str, str], *, workers: int = 4, threads: int = 4):
+    """A real gunicorn serving the portal, as in `make demo`; yields its base URL."""
+    port = free_port()
+    proc = subprocess.Popen([str(ROOT / ".venv/bin/gunicorn"), "portal.wsgi:application", "--bind",
+                             f"127.0.0.1:{port}", "--workers", str(workers), "--threads", str(threads),
+                             "--log-level", "warning"], cwd=ROOT, env=env, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.2)
+        yield base
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)

@@ -1,0 +1,85 @@
+"""Job list latency with 1,000,000 jobs in PostgreSQL and 20 concurrent clients.
+
+Target (issue: researcher portal): p95 <= 100 ms. Serves the portal with a real gunicorn
+(4 workers x 4 threads, as a small deployment would) against a bench database seeded by
+bench/seed_jobs.py, and drives it with 20 concurrent keep-alive clients that list jobs as
+alice (her own 50,000), carol (her team's) and admin (everyone's), with and without filters,
+and follow the next-page cursor.
+
+    .venv/bin/python bench/job_list.py [--seconds 20] [--clients 20] [--html]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import subprocess
+import sys
+import time
+
+import httpx
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import PY, ROOT, ensure_database, gunicorn, machine, summary_ms  # noqa: E402
+
+DB = "portal_bench_list"
+QUERIES = [{}, {"state": "RUNNING"}, {"state": "PENDING,RUNNING"}, {"team": "vision"}, {"limit": 100}]
+
+
+def tokens(env: dict[str, str]) -> dict[str, str]:
+    out = {}
+    for user in ("alice", "carol", "admin"):
+        out[user] = subprocess.run([PY, "manage.py", "issue_token", user, "--name", "bench"], cwd=ROOT, env=env,
+                                   capture_output=True, text=True, check=True).stdout.strip()
+    return out
+
+
+async def client(base: str, toks: dict[str, str], deadline: float, latencies: list[float], errors: list[int]):
+    async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+        while time.monotonic() < deadline:
+            user = random.choice(list(toks))
+            params = dict(random.choice(QUERIES))
+            started = time.perf_counter()
+            resp = await http.get("/api/v1/jobs", params=params, headers={"Authorization": f"Bearer {toks[user]}"})
+            latencies.append(time.perf_counter() - started)
+            if resp.status_code != 200:
+                errors.append(resp.status_code)
+                continue
+            cursor = resp.json()["next_cursor"]
+            if cursor and random.random() < 0.3:   # people page on now and then
+                started = time.perf_counter()
+                resp = await http.get("/api/v1/jobs", params={**params, "cursor": cursor},
+                                      headers={"Authorization": f"Bearer {toks[user]}"})
+                latencies.append(time.perf_counter() - started)
+
+
+async def drive(base: str, toks: dict[str, str], clients: int, seconds: float) -> tuple[list[float], list[int]]:
+    latencies: list[float] = []
+    errors: list[int] = []
+    deadline = time.monotonic() + seconds
+    await asyncio.gather(*(client(base, toks, deadline, latencies, errors) for _ in range(clients)))
+    return latencies, errors
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--clients", type=int, default=20)
+    args = parser.parse_args()
+    env = ensure_database(DB)
+    subprocess.run([PY, "bench/seed_jobs.py"], cwd=ROOT, env=env, check=True)
+    toks = tokens(env)
+    print(f"machine: {machine()}")
+    with gunicorn(env) as base:
+        asyncio.run(drive(base, toks, args.clients, 3))     # warm up connections and caches
+        latencies, errors = asyncio.run(drive(base, toks, args.clients, args.seconds))
+    rate = len(latencies) / args.seconds
+    print(f"GET /api/v1/jobs, 1,000,000 jobs, {args.clients} concurrent clients, {args.seconds:.0f} s:")
+    print(f"  {summary_ms(latencies)}  throughput={rate:.0f} req/s  errors={len(errors)}")
+    print("  target: p95 <= 100 ms")
+
+
+if __name__ == "__main__":
+    main()
