@@ -46,8 +46,10 @@ def summary_ms(values: list[float]) -> str:
 def ensure_database(name: str) -> dict[str, str]:
     """Create (if needed) and migrate a bench database; returns the env that selects it."""
     env = {**os.environ, "PORTAL_DB_NAME": name, "DJANGO_SETTINGS_MODULE": "portal.settings"}
+    if not name.isidentifier():
+        raise ValueError(f"bench database names are plain identifiers, not {name!r}")
     exists = subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-tAc",
-                             f"select 1 from pg_database where datname='{name}'"],
+                             f"select 1 from pg_database where datname='{name}'"],  # noqa: S608 - checked above
                             capture_output=True, text=True, check=True).stdout.strip()
     if exists != "1":
         subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", name], check=True)

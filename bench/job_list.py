@@ -22,7 +22,7 @@ import time
 import httpx
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import PY, ROOT, ensure_database, gunicorn, machine, summary_ms  # noqa: E402
+from common import PY, ROOT, ensure_database, gunicorn, machine, summary_ms
 
 DB = "portal_bench_list"
 QUERIES = [{}, {"state": "RUNNING"}, {"state": "PENDING,RUNNING"}, {"team": "vision"}, {"limit": 100}]

@@ -21,7 +21,7 @@ import uuid
 import httpx
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import PY, ROOT, ensure_database, gunicorn, machine, summary_ms  # noqa: E402
+from common import PY, ROOT, ensure_database, gunicorn, machine, summary_ms
 
 DB = "portal_bench_submit"
 SETUP = """
