@@ -11,17 +11,20 @@ import logging
 import os
 import pwd
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import IntegrityError, transaction
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from portal.jobs.access import can_control, member_teams
-from portal.jobs.models import Job, JobEvent
+from portal.jobs.access import can_control, can_manage_templates, member_teams, visible_jobs
+from portal.jobs.models import Job, JobEvent, JobTemplate
 from portal.slurm import gateway
-from portal.slurm.errors import SlurmError, SlurmRejected, SlurmUnavailable, TokenRefused
-from portal.slurm.types import JobSpec
+from portal.slurm.errors import SlurmError, SlurmNotFound, SlurmRejected, SlurmUnavailable, TokenRefused
+from portal.slurm.types import FINISHED_STATES, JobSpec, PriorityFactors
 
 log = logging.getLogger(__name__)
 
@@ -165,3 +168,150 @@ def clone_initial(job: Job) -> dict:
             "nodes": job.nodes, "gpus_per_node": job.gpus_per_node, "gpu_type": job.gpu_type,
             "cpus_per_task": job.cpus_per_task, "mem_mb": job.mem_mb,
             "time_limit_min": job.time_limit_min, "requeue": job.requeue, "script": job.script}
+
+
+# ---------------------------------------------------------------- researcher web pages
+
+JOB_SORTS = {"newest": ("-id",), "oldest": ("id",), "name": ("name", "id")}
+# Every non-final state Slurm 22.05 reports, plus "" for a row Slurm has not confirmed yet.
+# Listed (not "NOT IN finished") so the filter can use the state index.
+ACTIVE_STATES = ("", "PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED", "REQUEUE_FED",
+                 "REQUEUE_HOLD", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED", "RESV_DEL_HOLD",
+                 "POWER_UP_NODE", "UPDATE_DB", "LAUNCH_FAILED", "RECONFIG_FAIL")
+# SUBMIT_FAILED: the portal's own final state for a submission Slurm never queued.
+ENDED_STATES = (*sorted(FINISHED_STATES), "SUBMIT_FAILED")
+HELD_REASONS = frozenset({"JobHeldUser", "JobHeldAdmin", "launch failed requeued held"})
+# The job list reads only these columns: a page of 50 rows must not drag scripts along.
+LIST_COLUMNS = ("id", "slurm_job_id", "name", "state", "reason", "nodes", "gpus_per_node", "gpu_type",
+                "nodes_list", "submit_time", "start_time", "end_time", "elapsed_s", "time_limit_min",
+                "restart_count", "owner__username", "team__name")
+
+
+@dataclass(frozen=True)
+class JobPage:
+    jobs: list[Job]
+    next_cursor: int | None      # pass as `after` for the following page
+    previous_cursor: int | None  # pass as `before` for the page in front
+
+
+@dataclass(frozen=True)
+class JobFilters:
+    state: str = ""              # a Slurm state, "active", "finished" or "" for any
+    team_id: int | None = None
+    submitted_from: datetime | None = None
+    submitted_before: datetime | None = None
+
+
+def _filtered(qs: QuerySet[Job], filters: JobFilters) -> QuerySet[Job]:
+    if filters.state == "active":
+        qs = qs.filter(state__in=ACTIVE_STATES)
+    elif filters.state == "finished":
+        qs = qs.filter(state__in=ENDED_STATES)
+    elif filters.state:
+        qs = qs.filter(state=filters.state)
+    if filters.team_id is not None:
+        qs = qs.filter(team_id=filters.team_id)
+    if filters.submitted_from:
+        qs = qs.filter(submit_time__gte=filters.submitted_from)
+    if filters.submitted_before:
+        qs = qs.filter(submit_time__lt=filters.submitted_before)
+    return qs
+
+
+def _beyond(sort: str, anchor: Job, forward: bool) -> Q:
+    """Rows after `anchor` in the sort order (before it when not `forward`): keyset paging."""
+    if sort == "name":
+        if forward:
+            return Q(name__gt=anchor.name) | Q(name=anchor.name, id__gt=anchor.id)
+        return Q(name__lt=anchor.name) | Q(name=anchor.name, id__lt=anchor.id)
+    ascending = (sort == "oldest") == forward
+    return Q(id__gt=anchor.id) if ascending else Q(id__lt=anchor.id)
+
+
+def list_jobs_page(*, user, filters: JobFilters, sort: str = "newest", after: int | None = None,
+                   before: int | None = None, size: int = 50) -> JobPage:
+    """One page of the jobs `user` may see, newest first by default.
+
+    Keyset paging (WHERE id < cursor ... LIMIT size+1) costs the same on page 1 and page
+    10,000 and needs no COUNT(*), so it stays fast with millions of rows.
+    """
+    qs = _filtered(visible_jobs(user), filters)
+    cursor, forward = (before, False) if before else (after, True)
+    anchor = qs.filter(pk=cursor).only("id", "name").first() if cursor else None
+    if anchor is not None:
+        qs = qs.filter(_beyond(sort, anchor, forward))
+    order = JOB_SORTS[sort] if forward else tuple(f[1:] if f[0] == "-" else f"-{f}" for f in JOB_SORTS[sort])
+    rows = list(qs.select_related("owner", "team").only(*LIST_COLUMNS).order_by(*order)[: size + 1])
+    more = len(rows) > size
+    rows = rows[:size] if forward else rows[:size][::-1]
+    if not rows:
+        return JobPage([], None, None)
+    has_next = more if forward else anchor is not None
+    has_previous = anchor is not None if forward else more
+    return JobPage(rows, rows[-1].id if has_next else None, rows[0].id if has_previous else None)
+
+
+def available_actions(job: Job) -> list[str]:
+    """The controls that make sense in the job's current state, in display order."""
+    if job.slurm_job_id is None:
+        return []
+    if job.state == "PENDING":
+        return ["release", "cancel"] if job.reason in HELD_REASONS else ["hold", "cancel"]
+    if job.state in {"RUNNING", "SUSPENDED", "CONFIGURING"}:
+        return ["requeue", "cancel"]
+    if job.state in {"COMPLETING", "REQUEUED"}:
+        return ["cancel"]
+    return []
+
+
+@dataclass(frozen=True)
+class QueueInsight:
+    """Why a pending job waits: Slurm's priority factors and its start estimate."""
+
+    factors: PriorityFactors | None
+    estimated_start: datetime | None
+    unavailable: bool = False
+
+
+QUEUE_INSIGHT_SECONDS = 5
+
+
+def queue_insight(job: Job) -> QueueInsight | None:
+    """Live queue facts for a PENDING job (None for other jobs); never raises for Slurm trouble.
+
+    Cached for a few seconds: the job page polls every 2 s, and sprio is a CLI call.
+    """
+    if job.state != "PENDING" or job.slurm_job_id is None:
+        return None
+    key = f"jobs:queue-insight:{job.slurm_job_id}"
+    insight = cache.get(key)
+    if insight is None:
+        try:
+            insight = QueueInsight(gateway.job_priority(job.slurm_job_id),
+                                   gateway.get_job(job.slurm_job_id).estimated_start)
+        except SlurmNotFound:
+            insight = QueueInsight(None, None)
+        except SlurmError:
+            return QueueInsight(None, None, unavailable=True)
+        cache.set(key, insight, QUEUE_INSIGHT_SECONDS)
+    return insight
+
+
+def save_template(*, user, template: JobTemplate) -> JobTemplate:
+    """Create or update a team's job template. Only the team's lead or an admin may."""
+    if not can_manage_templates(user, template.team):
+        raise JobActionRefused("Only the team's lead or an admin can change its templates.")
+    if template.pk is None:
+        template.created_by = user
+    try:
+        with transaction.atomic():
+            template.save()
+    except IntegrityError:
+        raise JobActionRefused(f"The team already has a template named {template.name!r}.") from None
+    return template
+
+
+def delete_template(*, user, template: JobTemplate) -> None:
+    if not can_manage_templates(user, template.team):
+        raise JobActionRefused("Only the team's lead or an admin can delete its templates.")
+    template.delete()
