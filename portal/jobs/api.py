@@ -6,16 +6,18 @@ import re
 from datetime import UTC, datetime
 from typing import Literal
 
+from django.contrib.auth import get_user_model
 from django.http import HttpRequest
 from ninja import Field, Header, Path, Query, Router, Schema, Status
 from pydantic import field_validator
 
-from portal.jobs import explain
-from portal.jobs.access import get_job_for_user, visible_jobs
+from portal.jobs import explain, services
+from portal.jobs.access import get_job_for_user
 from portal.jobs.forms import JobSubmitForm
 from portal.jobs.models import Job
 from portal.jobs.output import OutputUnavailable, read_output
 from portal.jobs.services import JobActionRefused, control_job, submit_job
+from portal.teams.models import Team
 
 router = Router(tags=["jobs"])
 
@@ -112,7 +114,7 @@ class JobList(Schema):
     next_cursor: int | None = Field(None, description="Pass as `cursor` for the next page")
 
 
-class JobFilters(Schema):
+class JobListQuery(Schema):
     state: str | None = Field(None, description="Comma-separated Slurm states, e.g. PENDING,RUNNING")
     team: str | None = Field(None, max_length=64, pattern=r"^[a-z][a-z0-9_-]{0,63}$")
     owner: str | None = Field(None, pattern=NAME_RE)
@@ -150,35 +152,28 @@ def _states(raw: str | None) -> list[str]:
     return states
 
 
-def _filtered(user, f: JobFilters):
-    qs = visible_jobs(user).select_related("team", "owner").defer("script")
-    states = _states(f.state)
-    if states:
-        qs = qs.filter(state__in=states)
-    if f.team:
-        qs = qs.filter(team__name=f.team)
-    if f.owner:
-        qs = qs.filter(owner__username=f.owner)
-    if f.submitted_after:
-        qs = qs.filter(submit_time__gte=f.submitted_after)
-    if f.submitted_before:
-        qs = qs.filter(submit_time__lt=f.submitted_before)
-    if f.cursor:
-        qs = qs.filter(id__lt=f.cursor) if f.order == "newest" else qs.filter(id__gt=f.cursor)
-    return qs.order_by("-id" if f.order == "newest" else "id")
+def _id_of(model, **lookup) -> int:
+    """The id of a named team or user; 0 (matches nothing) when there is none."""
+    return model.objects.filter(**lookup).values_list("id", flat=True).first() or 0
+
+
+def _service_filters(f: JobListQuery) -> services.JobFilters:
+    return services.JobFilters(
+        states=tuple(_states(f.state)), submitted_from=f.submitted_after, submitted_before=f.submitted_before,
+        team_id=_id_of(Team, name=f.team) if f.team else None,
+        owner_id=_id_of(get_user_model(), username=f.owner) if f.owner else None)
 
 
 @router.get("/jobs", response={200: JobList, 400: Error}, summary="List the jobs you may see")
-def list_jobs(request: HttpRequest, filters: Query[JobFilters]):
+def list_jobs(request: HttpRequest, filters: Query[JobListQuery]):
     """Your jobs; your teams' jobs if you lead a team; all jobs for admins. Keyset-paginated."""
     try:
-        qs = _filtered(request.auth, filters)
+        wanted = _service_filters(filters)
     except ValueError as exc:
         return Status(400, {"detail": str(exc)})
-    page = list(qs[: filters.limit + 1])
-    more = len(page) > filters.limit
-    page = page[: filters.limit]
-    return Status(200, {"results": page, "next_cursor": page[-1].id if more else None})
+    page = services.list_jobs_page(user=request.auth, filters=wanted, sort=filters.order, after=filters.cursor,
+                                   size=filters.limit, columns=None)
+    return Status(200, {"results": page.jobs, "next_cursor": page.next_cursor})
 
 
 @router.post("/jobs", response={200: JobDetailOut, 201: JobDetailOut, 400: FormError},

@@ -200,9 +200,15 @@ class JobFilters:
     team_id: int | None = None
     submitted_from: datetime | None = None
     submitted_before: datetime | None = None
+    states: tuple[str, ...] = ()     # any of these Slurm states (the API's comma list)
+    owner_id: int | None = None
 
 
 def _filtered(qs: QuerySet[Job], filters: JobFilters) -> QuerySet[Job]:
+    if filters.states:
+        qs = qs.filter(state__in=filters.states)
+    if filters.owner_id is not None:
+        qs = qs.filter(owner_id=filters.owner_id)
     if filters.state == "active":
         qs = qs.filter(state__in=ACTIVE_STATES)
     elif filters.state == "finished":
@@ -229,7 +235,8 @@ def _beyond(sort: str, anchor: Job, forward: bool) -> Q:
 
 
 def list_jobs_page(*, user, filters: JobFilters, sort: str = "newest", after: int | None = None,
-                   before: int | None = None, size: int = 50) -> JobPage:
+                   before: int | None = None, size: int = 50,
+                   columns: tuple[str, ...] | None = LIST_COLUMNS) -> JobPage:
     """One page of the jobs `user` may see, newest first by default.
 
     Keyset paging (WHERE id < cursor ... LIMIT size+1) costs the same on page 1 and page
@@ -241,7 +248,10 @@ def list_jobs_page(*, user, filters: JobFilters, sort: str = "newest", after: in
     if anchor is not None:
         qs = qs.filter(_beyond(sort, anchor, forward))
     order = JOB_SORTS[sort] if forward else tuple(f[1:] if f[0] == "-" else f"-{f}" for f in JOB_SORTS[sort])
-    rows = list(qs.select_related("owner", "team").only(*LIST_COLUMNS).order_by(*order)[: size + 1])
+    qs = qs.select_related("owner", "team")
+    # `columns=None`: every field but the script (the API returns whole job records).
+    qs = qs.only(*columns) if columns else qs.defer("script")
+    rows = list(qs.order_by(*order)[: size + 1])
     more = len(rows) > size
     rows = rows[:size] if forward else rows[:size][::-1]
     if not rows:
