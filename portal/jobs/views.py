@@ -269,9 +269,15 @@ def _status_context(request: HttpRequest, job: Job) -> dict:
         "actions": [(a, ACTION_LABELS[a]) for a in services.available_actions(job)] if can_control else [],
         "can_clone": access.member_teams(request.user).filter(pk=job.team_id).exists(),
         "finished": job.state in ENDED,
-        # Accounting lands a little after the end; keep polling until it is there.
-        "poll": not (job.state in ENDED and (job.accounted or job.slurm_job_id is None)),
+        # Accounting lands a little after the end; keep polling until it is there, but not
+        # forever: the tracker gives up on sacct after an hour.
+        "poll": not (job.state in ENDED and (job.accounted or job.slurm_job_id is None or _long_over(job))),
     }
+
+
+def _long_over(job: Job) -> bool:
+    changed = job.state_changed_at or job.end_time
+    return changed is not None and timezone.now() - changed > timedelta(hours=1)
 
 
 def _stream(request: HttpRequest) -> str:

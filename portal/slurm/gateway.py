@@ -11,13 +11,15 @@ Three kinds of call, each with its own identity:
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.conf import settings
 
 from portal.slurm import parse, tokens
-from portal.slurm.errors import SlurmNotFound, SlurmRejected
+from portal.slurm.errors import SlurmNotFound, SlurmRejected, TokenRefused
 from portal.slurm.readers import CliRestReader, FleetReader, PyslurmReader
 from portal.slurm.transport import SlurmAlreadyDone, rest_request, run_cli
 from portal.slurm.types import (
@@ -28,6 +30,7 @@ from portal.slurm.types import (
     NodeInfo,
     PartitionInfo,
     PriorityFactors,
+    QueueSweep,
 )
 
 
@@ -160,6 +163,28 @@ def reader() -> FleetReader:
 def jobs_changed_since(unix_time: int) -> bool:
     """True when anything in the queue changed since `unix_time` (a 304 costs almost nothing)."""
     return as_operator("GET", "/jobs", params={"update_time": int(unix_time)}) is not None
+
+
+def sweep_jobs(*, skip_ended_before: datetime | None = None) -> QueueSweep:
+    """Every job slurmctld holds (finished ones for MinJobAge too), with the tracker's fields.
+
+    One squeue call: slurmctld answers one job-info RPC (squeue adds a small partition-info
+    one), and the text costs several times less than JSON to make and to read. Jobs that
+    ended before `skip_ended_before` are only counted (see parse.jobs_from_tracking_sweep).
+    """
+    out = cli(["squeue", "-h", "-a", "-t", "all", "-O", parse.TRACK_FORMAT])
+    jobs, ids = parse.jobs_from_tracking_sweep(out, skip_ended_before=skip_ended_before)
+    return QueueSweep(jobs=tuple(jobs), queued_ids=ids,
+                      digest=hashlib.blake2b(out.encode(), digest_size=16).hexdigest())
+
+
+def is_login_user(username: str) -> bool:
+    """True for an ordinary login account: one the portal may act for and show jobs to."""
+    try:
+        tokens.check_user_may_act(username, slurm_user=_conf().slurm_user)
+    except TokenRefused:
+        return False
+    return True
 
 
 def list_jobs(*, job_ids: list[int] | None = None, users: list[str] | None = None) -> list[JobInfo]:

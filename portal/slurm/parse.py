@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 from portal.slurm.types import (
+    FINISHED_STATES,
     AccountingRecord,
     Association,
     JobInfo,
@@ -20,6 +22,17 @@ SEP = "\x1f"
 SQUEUE_FIELDS = ["%i", "%T", "%N", "%u", "%a", "%r", "%P", "%V", "%S", "%e", "%l", "%j", "%k"]
 SQUEUE_FORMAT = SEP.join(SQUEUE_FIELDS)
 SACCT_FIELDS = "JobIDRaw,State,ExitCode,ElapsedRaw,CPUTimeRAW,MaxRSS,Start,End"
+
+# The tracker's sweep uses `squeue -O`: `-o` has no letter for the restart count or the exit
+# status. ":0" asks for the whole value (no 20-character truncation) and the text after it is
+# appended to the field, so every field but the last ends with SEP. User text (name, comment)
+# comes last.
+TRACK_FIELDS = [
+    "JobID", "State", "Reason", "NodeList", "SubmitTime", "StartTime", "EndTime", "exit_code",
+    "RestartCnt", "UserName", "Account", "Partition", "NumNodes", "cpus-per-task", "MinMemory",
+    "tres-per-node", "TimeLimit", "Requeue", "StdOut", "StdErr", "WorkDir", "Name", "Comment",
+]
+TRACK_FORMAT = ",".join([f"{name}:0{SEP}" for name in TRACK_FIELDS[:-1]] + [f"{TRACK_FIELDS[-1]}:0"])
 
 
 def epoch(value: int | None) -> datetime | None:
@@ -58,7 +71,8 @@ def job_from_rest(data: dict) -> JobInfo:
         nodes=data.get("nodes", ""), submit_time=epoch(data.get("submit_time")),
         start_time=epoch(data.get("start_time")) if data.get("job_state") != "PENDING" else None,
         end_time=epoch(data.get("end_time")) if data.get("job_state") not in ("PENDING", "RUNNING") else None,
-        comment=data.get("comment", ""), exit_code=exit_code if isinstance(exit_code, int) else None,
+        comment=data.get("comment", ""),
+        exit_code=wait_status_exit_code(str(exit_code)) if isinstance(exit_code, int) else None,
         restarts=int(data.get("restart_cnt") or 0), stdout=data.get("standard_output", ""),
         stderr=data.get("standard_error", ""),
         working_dir=data.get("current_working_directory", ""),
@@ -83,6 +97,93 @@ def jobs_from_squeue(text: str) -> list[JobInfo]:
             comment="" if comment == "(null)" else comment, time_limit_min=minutes(limit),
         ))
     return [job for job in jobs if job.job_id]
+
+
+# sbatch filename patterns: %j, %5j, %A, %u, %x, %%.
+_PATTERN = re.compile(r"%(\d*)([jAux%])")
+
+
+def _int(value: str) -> int:
+    return int(value) if value.isdigit() else 0
+
+
+def wait_status_exit_code(raw: str) -> int | None:
+    """squeue's exit_code is the raw wait status: 768 is `exit 3`; 9 is SIGKILL, shown as 137 like a shell."""
+    if not raw.isdigit():
+        return None
+    status = int(raw)
+    signal = status & 0x7F
+    return 128 + signal if signal else status >> 8
+
+
+def memory_mb(value: str) -> int:
+    """squeue's MinMemory: 1G, 500M, 4096K or a plain number of MB."""
+    factors = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
+    try:
+        if value and value[-1] in factors:
+            return int(float(value[:-1]) * factors[value[-1]])
+        return int(float(value))
+    except ValueError:
+        return 0
+
+
+def gres_per_node(value: str) -> str:
+    """squeue's tres-per-node ("gres:gpu:h100:4", "gres/gpu:2" or N/A) as a gres string."""
+    items = [item.removeprefix("gres:").removeprefix("gres/") for item in value.split(",")]
+    return ",".join(item for item in items if item and item != "N/A")
+
+
+def expand_output_path(pattern: str, *, job_id: int, user: str, name: str) -> str:
+    """Fill in the sbatch filename patterns squeue leaves unexpanded (%j, %A, %u, %x, %%, with widths)."""
+    values = {"j": str(job_id), "A": str(job_id), "u": user, "x": name}
+
+    def fill(match: re.Match) -> str:
+        width, key = match.groups()
+        return "%" if key == "%" else values[key].zfill(int(width or 0))
+    return _PATTERN.sub(fill, pattern)
+
+
+def _tracked_job(cols: list[str]) -> JobInfo:
+    (job_id, state, reason, nodes, submit, start, end, status, restarts, user, account, partition,
+     num_nodes, cpus, memory, tres, limit, requeue, stdout, stderr, workdir, name, comment) = cols
+    finished = state in FINISHED_STATES
+    # A job cancelled before it ran has a start time equal to its end time but no nodes.
+    ran = bool(nodes) and state != "PENDING"
+    jid = int(job_id)
+    return JobInfo(
+        job_id=jid, name=name, user=user, account=account, partition=partition, state=state,
+        reason="" if reason == "None" else reason, nodes=nodes, submit_time=cli_time(submit),
+        start_time=cli_time(start) if ran else None, end_time=cli_time(end) if finished else None,
+        comment="" if comment == "(null)" else comment,
+        exit_code=wait_status_exit_code(status) if finished and ran else None,
+        restarts=_int(restarts), working_dir=workdir,
+        stdout=expand_output_path(stdout, job_id=jid, user=user, name=name) if "%" in stdout else stdout,
+        stderr=expand_output_path(stderr, job_id=jid, user=user, name=name) if "%" in stderr else stderr,
+        time_limit_min=minutes(limit), num_nodes=_int(num_nodes), cpus_per_task=_int(cpus),
+        mem_mb=memory_mb(memory), gres_per_node=gres_per_node(tres), requeue=requeue != "0",
+    )
+
+
+def jobs_from_tracking_sweep(text: str, *, skip_ended_before: datetime | None = None,
+                             ) -> tuple[list[JobInfo], frozenset[int]]:
+    """Parse the tracker's `squeue -O` sweep: the jobs, and the ids of every job in it.
+
+    Jobs that ended before `skip_ended_before` are counted but not parsed: MinJobAge keeps
+    them queued for minutes after the tracker recorded them. Lines that do not split into
+    every field are skipped.
+    """
+    # squeue prints local times; an ISO string of the same zone compares in time order.
+    cutoff = skip_ended_before.astimezone().strftime("%Y-%m-%dT%H:%M:%S") if skip_ended_before else ""
+    end_column = TRACK_FIELDS.index("EndTime")
+    jobs, ids = [], set()
+    for line in text.splitlines():
+        cols = line.split(SEP)
+        if len(cols) != len(TRACK_FIELDS) or not cols[0].isdigit():
+            continue
+        ids.add(int(cols[0]))
+        if not (cutoff and cols[1] in FINISHED_STATES and cols[end_column] < cutoff):
+            jobs.append(_tracked_job(cols))
+    return jobs, frozenset(ids)
 
 
 def node_from_rest(data: dict) -> NodeInfo:

@@ -56,10 +56,26 @@ class JobInfo:
     working_dir: str = ""
     time_limit_min: int | None = None
     estimated_start: datetime | None = None   # Slurm's backfill estimate for a pending job
+    # Requested resources; filled by the tracker's sweep (0/"" where a reader does not give them).
+    num_nodes: int = 0
+    cpus_per_task: int = 0
+    mem_mb: int = 0
+    gres_per_node: str = ""         # e.g. "gpu:h100:4"
+    requeue: bool = True
 
     @property
     def finished(self) -> bool:
         return self.state in FINISHED_STATES
+
+
+@dataclass(frozen=True)
+class QueueSweep:
+    """The queue read in one query: `jobs` (all but those skipped as long ended), the ids of
+    every job in it, and a `digest` that changes whenever any of it does."""
+
+    jobs: tuple[JobInfo, ...]
+    queued_ids: frozenset[int]
+    digest: str
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,182 @@
+"""Benchmark: how long after Slurm changes a job's state the database (what the job list reads) shows it.
+
+Starts a real Celery worker and beat (as `make demo` runs them) on a private queue against a
+database of its own (PORTAL_DB_NAME, default portal_bench_trk), submits 10 held jobs as
+alice with sbatch, then makes 20 state changes: releases each job (PENDING -> RUNNING) and
+later cancels it (RUNNING -> CANCELLED). Two threads poll every 50 ms, one asking Slurm for
+the job's state and one asking the database, and the latency of a change is the time between
+Slurm first showing the new state and the database first showing it. Target: p95 <= 2 s.
+The worker and beat are stopped and the jobs cancelled at the end.
+
+    .venv/bin/python bench/freshness.py
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import django
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+from common import ensure_database, machine, percentile  # noqa: E402
+
+DB = os.environ.setdefault("PORTAL_DB_NAME", "portal_bench_trk")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+os.environ.setdefault("PORTAL_LOG_LEVEL", "WARNING")
+QUEUE = f"bench-fresh-{uuid.uuid4().hex[:6]}"
+os.environ["PORTAL_CELERY_QUEUE"] = QUEUE  # the worker and beat below inherit it
+ensure_database(DB)  # created and migrated when missing
+django.setup()
+
+from django.contrib.auth import get_user_model  # noqa: E402
+from django.db import connection  # noqa: E402
+
+from portal.jobs.models import Job  # noqa: E402
+from portal.jobs.tracking import reset_tracker  # noqa: E402
+from portal.teams.models import Team  # noqa: E402
+from workers.celery import app  # noqa: E402
+
+JOBS = 10
+POLL_S = 0.05
+CELERY = str(ROOT / ".venv/bin/celery")
+
+
+def setup_rows() -> None:
+    get_user_model().objects.get_or_create(username="alice")
+    Team.objects.get_or_create(name="vision")
+    reset_tracker()
+
+
+def start_celery(workdir: str) -> list[subprocess.Popen]:
+    """Worker and beat as separate processes, as in production; their own sessions, to stop them whole."""
+    common = {"cwd": ROOT, "env": os.environ.copy(), "start_new_session": True}
+    worker = subprocess.Popen([CELERY, "-A", "workers.celery", "worker", "-Q", QUEUE, "-c", "2",
+                               "-n", f"{QUEUE}@%h", "--loglevel=WARNING", "--without-gossip",
+                               "--without-mingle"], **common)
+    beat = subprocess.Popen([CELERY, "-A", "workers.celery", "beat", "-s", f"{workdir}/beat-schedule",
+                             "--pidfile=", "--loglevel=WARNING"], **common)
+    return [worker, beat]
+
+
+def stop_celery(procs: list[subprocess.Popen]) -> None:
+    for proc in reversed(procs):  # beat first, so nothing new is queued
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+    with app.connection_for_write() as conn:
+        conn.default_channel.queue_purge(QUEUE)
+
+
+def sbatch_held(name: str) -> int:
+    out = subprocess.run(["runuser", "-u", "alice", "--", "sbatch", "--parsable", "--hold", "-A", "vision",
+                          "-J", name, "-t", "10", "-o", "/dev/null", "--wrap", "sleep 600"],
+                         capture_output=True, text=True, check=True, cwd=pwd.getpwnam("alice").pw_dir)
+    return int(out.stdout.strip().split(";")[0])
+
+
+def slurm_state(job_id: int) -> str:
+    out = subprocess.run(["squeue", "-h", "-t", "all", "-j", str(job_id), "-o", "%T"],
+                         capture_output=True, text=True, check=False).stdout.strip()
+    return out
+
+
+def db_state(job_id: int) -> str:
+    return Job.objects.filter(slurm_job_id=job_id).values_list("state", flat=True).first() or ""
+
+
+def first_seen(read, job_id: int, old: str, found: dict, *, key: str, deadline: float) -> None:
+    """Poll `read(job_id)` every POLL_S until it shows a state other than `old`; record when."""
+    while time.monotonic() < deadline:
+        state = read(job_id)
+        if state and state != old:
+            found[key] = (time.monotonic(), state)
+            return
+        time.sleep(POLL_S)
+
+
+def measure(job_id: int, old: str, change) -> tuple[float, str, str]:
+    """Make `change` and time Slurm's and the database's first sight of the new state."""
+    found: dict = {}
+    deadline = time.monotonic() + 60
+
+    def poll_db():
+        try:
+            first_seen(db_state, job_id, old, found, key="db", deadline=deadline)
+        finally:
+            connection.close()
+    threads = [threading.Thread(target=first_seen, args=(slurm_state, job_id, old, found),
+                                kwargs={"key": "slurm", "deadline": deadline}),
+               threading.Thread(target=poll_db)]
+    change()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if "db" not in found or "slurm" not in found:
+        raise SystemExit(f"job {job_id}: no state change seen within 60 s ({found})")
+    return found["db"][0] - found["slurm"][0], found["slurm"][1], found["db"][1]
+
+
+def wait_adopted(ids: list[int]) -> None:
+    deadline = time.monotonic() + 60
+    while any(db_state(job_id) != "PENDING" for job_id in ids):
+        if time.monotonic() > deadline:
+            raise SystemExit("the worker never adopted the held jobs")
+        time.sleep(0.2)
+
+
+def changes(ids: list[int]) -> list[tuple[str, int, float, str, str]]:
+    samples = []
+    for job_id in ids:
+        release = lambda j=job_id: subprocess.run(["scontrol", "release", str(j)], check=True)  # noqa: E731
+        samples.append(("release", job_id, *measure(job_id, "PENDING", release)))
+        time.sleep(random.uniform(0.2, 1.2))  # land changes at different points of the beat tick
+    for job_id in ids:
+        cancel = lambda j=job_id: subprocess.run(["scancel", str(j)], check=True)  # noqa: E731
+        samples.append(("cancel", job_id, *measure(job_id, "RUNNING", cancel)))
+        time.sleep(random.uniform(0.2, 1.2))
+    return samples
+
+
+def report(samples: list[tuple[str, int, float, str, str]]) -> None:
+    print(f"\n{'change':8} {'job':>6} {'Slurm showed':14} {'DB showed':14} {'latency ms':>10}")
+    for kind, job_id, latency, slurm, db in samples:
+        print(f"{kind:8} {job_id:6} {slurm:14} {db:14} {latency * 1000:10.0f}")
+    values = [s[2] for s in samples]
+    print(f"\nSlurm state change -> visible in the database, {len(values)} changes, beat every 1 s:")
+    print(f"p50 {percentile(values, 50) * 1000:.0f} ms   p95 {percentile(values, 95) * 1000:.0f} ms   "
+          f"max {max(values) * 1000:.0f} ms   mean {statistics.fmean(values) * 1000:.0f} ms   (target p95 <= 2000 ms)")
+    print(f"Machine: {machine()}")
+
+
+def main() -> None:
+    setup_rows()
+    name = f"bench-fresh-{uuid.uuid4().hex[:6]}"
+    ids: list[int] = []
+    with tempfile.TemporaryDirectory() as workdir:
+        procs = start_celery(workdir)
+        try:
+            ids = [sbatch_held(name) for _ in range(JOBS)]
+            wait_adopted(ids)
+            report(changes(ids))
+        finally:
+            stop_celery(procs)
+            subprocess.run(["scancel", "-n", name], check=False, capture_output=True)
+
+
+if __name__ == "__main__":
+    main()
