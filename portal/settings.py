@@ -179,6 +179,17 @@ CHECKPOINT_ROOT = env_str("PORTAL_CHECKPOINT_ROOT", "/srv/portal/checkpoints")
 # The output viewer never reads more than this from a job's output file.
 OUTPUT_MAX_BYTES = env_int("PORTAL_OUTPUT_MAX_BYTES", 1024 * 1024, minimum=1024)
 
+# ---- Node health (slurm_plugins sensors report to POST /api/v1/nodes/{name}/health)
+# Each node signs its reports with HMAC-SHA256(master key, node name); `manage.py node_key NODE`
+# prints a node's key for installing on it. ./cluster/ctl up generates the local cluster's file.
+PORTAL_HEALTH_MASTER_KEY_FILE = env_str("PORTAL_HEALTH_MASTER_KEY_FILE",
+                                        str(BASE_DIR / "cluster/state/etc/health-master.key"))
+# Reports signed further than this from the portal's clock are refused (replays, bad clocks)...
+PORTAL_HEALTH_MAX_SKEW_S = env_int("PORTAL_HEALTH_MAX_SKEW", 300, minimum=1)
+# ...unless they were spooled while the portal was down (stored as late), up to this old.
+PORTAL_HEALTH_MAX_SPOOL_AGE_S = env_int("PORTAL_HEALTH_MAX_SPOOL_AGE", 7 * 24 * 3600, minimum=60)
+# ---- end of node health
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

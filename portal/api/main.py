@@ -11,6 +11,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from portal.api.auth import api_auth
 from portal.jobs.api import router as jobs_router
+from portal.nodes.api import router as nodes_router
 from portal.slurm.errors import SlurmNotFound, SlurmRejected, SlurmUnavailable, TokenRefused
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,7 @@ api = NinjaAPI(
 
 
 api.add_router("/v1/", jobs_router)
+api.add_router("/v1/", nodes_router)
 
 
 def _error(request, status: int, detail, **extra):

@@ -1,4 +1,4 @@
-"""Compute nodes as last read from Slurm."""
+"""Compute nodes as last read from Slurm, and the health reports their sensors send."""
 
 from __future__ import annotations
 
@@ -19,6 +19,9 @@ class Node(models.Model):
     partitions = models.JSONField(default=list, blank=True)
     # When Slurm last listed this node; a node missing from Slurm keeps its old value.
     last_seen = models.DateTimeField(null=True, blank=True)
+    # The newest health report (by the time the node sent it) and whether it was clean.
+    last_health_at = models.DateTimeField(null=True, blank=True)
+    last_health_ok = models.BooleanField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -30,3 +33,69 @@ class Node(models.Model):
     @property
     def display_state(self) -> str:
         return "+".join([self.state, *self.flags]) if self.flags else self.state
+
+
+class HealthReport(models.Model):
+    """One signed report from a node's sensor (slurm_plugins): one prolog, epilog or health check run.
+
+    Clean runs are stored too: "N consecutive clean checks" is how a drained node earns its
+    way back. The nonce is unique, which is what makes a replayed report impossible to store.
+    """
+
+    class Source(models.TextChoices):
+        PROLOG = "prolog"
+        EPILOG = "epilog"
+        HEALTHCHECK = "healthcheck"
+
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="health_reports")
+    source = models.CharField(max_length=16, choices=Source.choices)
+    sent_at = models.DateTimeField()
+    received_at = models.DateTimeField(db_index=True)
+    nonce = models.CharField(max_length=64, unique=True)
+    job_id = models.BigIntegerField(null=True, blank=True)
+    # No fatal or warning finding (info-only findings, like an ignored XID, still count as clean).
+    clean = models.BooleanField()
+    # Sent while the portal was down and replayed from the node's spool, older than the window.
+    late = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-sent_at"]
+        indexes = [models.Index(fields=["node", "-sent_at"], name="health_node_sent")]
+
+    def __str__(self) -> str:
+        return f"{self.node.name} {self.source} {self.sent_at:%Y-%m-%d %H:%M:%S}"
+
+
+class Finding(models.Model):
+    """One problem a report carried, with the severity and action the sensor assigned."""
+
+    class Severity(models.TextChoices):
+        FATAL = "fatal"
+        WARNING = "warning"
+        INFO = "info"
+
+    class Action(models.TextChoices):
+        DRAIN = "drain"
+        REBOOT = "reboot"
+        RESTART_APP = "restart_app"
+        NONE = "none"
+        IGNORE = "ignore"
+
+    report = models.ForeignKey(HealthReport, on_delete=models.CASCADE, related_name="findings")
+    # Denormalised from the report: the policy counts findings per node over time (lemons).
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="health_findings")
+    # The sensor's "check" ("xid", "ecc", "gpu-count", ...); `check` itself is taken by Model.check().
+    check_name = models.CharField(max_length=64)
+    severity = models.CharField(max_length=8, choices=Severity.choices)
+    action = models.CharField(max_length=16, choices=Action.choices)
+    gpu = models.SmallIntegerField(null=True, blank=True)
+    xid = models.IntegerField(null=True, blank=True)
+    detail = models.CharField(max_length=500, blank=True)
+    sent_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-sent_at", "id"]
+        indexes = [models.Index(fields=["node", "check_name", "-sent_at"], name="finding_node_check_sent")]
+
+    def __str__(self) -> str:
+        return f"{self.severity} {self.check_name}: {self.detail}"

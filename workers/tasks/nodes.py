@@ -14,3 +14,13 @@ def sync_nodes_task() -> dict:
     """Mirror Slurm's node list into the database. Safe to run twice: it only upserts."""
     result = sync_nodes()
     return {"created": result.created, "updated": result.updated, "unchanged": result.unchanged}
+
+
+@shared_task
+def apply_node_policy_task(node_id: int) -> None:
+    """Decide what a node's latest health reports mean (drain, resume, lemon detection).
+
+    Enqueued after every stored health report (portal/nodes/reports.py). A stub until the
+    node policy lands: the reports and findings are already stored for it to read.
+    """
+    return None
