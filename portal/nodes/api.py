@@ -12,10 +12,14 @@ from datetime import datetime
 from typing import Literal
 
 from django.http import HttpRequest
+from django.shortcuts import get_object_or_404
 from ninja import Field, Router, Schema, Status
 from ninja.errors import HttpError
 from pydantic import ValidationError
 
+from portal.api.auth import api_auth
+from portal.jobs.access import is_admin
+from portal.nodes.models import Node
 from portal.nodes.reports import (
     FindingData,
     ReportData,
@@ -23,6 +27,7 @@ from portal.nodes.reports import (
     check_signature,
     record_health_report,
 )
+from portal.nodes.services import NodeActionRefused, drain_node, resume_node
 from portal.nodes.signing import MasterKeyMissing
 
 log = logging.getLogger(__name__)
@@ -112,3 +117,61 @@ def receive_health_report(request: HttpRequest, name: str):
         log.error("health reports cannot be checked: master key %s", exc)
         return Status(503, {"detail": f"The portal cannot check reports: health master key {exc}"})
     return Status(202, {"accepted": len(payload.findings)})
+
+
+# ---------------------------------------------------------------- nodes for people
+
+class NodeOut(Schema):
+    name: str
+    state: str = Field(..., description="Slurm's base state: IDLE, MIXED, ALLOCATED, DOWN, ...")
+    flags: list[str] = Field(..., description="Slurm's state flags, e.g. DRAIN, NOT_RESPONDING")
+    reason: str
+    gres: str
+    gpus: int
+    cpus: int
+    alloc_cpus: int
+    partitions: list[str]
+    last_seen: datetime | None
+    last_health_at: datetime | None
+    last_health_ok: bool | None
+
+
+class DrainIn(Schema):
+    reason: str = Field(..., min_length=1, max_length=250, description="Why; shown in Slurm and the node's history")
+
+
+class ResumeIn(Schema):
+    reason: str = Field("", max_length=250, description="Optional note for the node's history")
+
+
+def _admin_node(request: HttpRequest, name: str) -> Node:
+    if not is_admin(request.auth):
+        raise HttpError(403, "Only admins drain and resume nodes.")
+    if not NODE_RE.match(name):
+        raise HttpError(404, "No such node.")
+    return get_object_or_404(Node, name=name)
+
+
+@router.get("/nodes", response=list[NodeOut], summary="List nodes (everyone may read)", auth=api_auth)
+def list_nodes(request: HttpRequest):
+    return Node.objects.order_by("name")
+
+
+@router.post("/nodes/{name}/drain", response={200: NodeOut, 400: Error, 403: Error, 404: Error, 409: Error, 503: Error},
+             summary="Drain a node (admins)", auth=api_auth)
+def drain(request: HttpRequest, name: str, payload: DrainIn):
+    """Running jobs finish; nothing new starts. An admin's drain is never resumed automatically."""
+    node = _admin_node(request, name)
+    try:
+        drain_node(node=node, reason=payload.reason, actor=request.auth)
+    except NodeActionRefused as exc:
+        return Status(400, {"detail": str(exc)})
+    return Status(200, node)
+
+
+@router.post("/nodes/{name}/resume", response={200: NodeOut, 403: Error, 404: Error, 409: Error, 503: Error},
+             summary="Return a node to service (admins)", auth=api_auth)
+def resume(request: HttpRequest, name: str, payload: ResumeIn | None = None):
+    node = _admin_node(request, name)
+    resume_node(node=node, actor=request.auth, reason=payload.reason if payload else "")
+    return Status(200, node)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 
 
@@ -99,3 +100,28 @@ class Finding(models.Model):
 
     def __str__(self) -> str:
         return f"{self.severity} {self.check_name}: {self.detail}"
+
+
+class NodeAction(models.Model):
+    """Every drain, resume and alert, by a person or by the health policy: the node's history."""
+
+    class Kind(models.TextChoices):
+        DRAIN = "drain", "Drain"
+        RESUME = "resume", "Resume"
+        # The policy wanted to drain but the partition's automatic-drain cap stopped it.
+        ALERT = "alert", "Alert"
+
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="actions")
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    automatic = models.BooleanField(default=False)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    reason = models.CharField(max_length=300, blank=True)
+    ok = models.BooleanField(default=True)
+    detail = models.CharField(max_length=500, blank=True)
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.node} {self.kind} {self.reason}"
