@@ -3,7 +3,8 @@
 Each request goes the whole way: token check, validation against the partition limits,
 the outbox row in PostgreSQL, a JWT minted for alice, slurmrestd -> slurmctld, and the row
 update. Baseline in the same run: `sbatch` in a loop as alice (the CLI path, one process per
-job), which SLURM-NOTES measured at about 150 jobs/s.
+job), which SLURM-NOTES measured at about 150 jobs/s. Both submit held jobs, so the figures
+measure submission rather than the cluster starting (and prolog-checking) hundreds of jobs.
 
     .venv/bin/python bench/submit.py [--jobs 300] [--clients 8]
 """
@@ -44,8 +45,9 @@ async def submit_all(base: str, token: str, jobs: int, clients: int, tag: str) -
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(jobs):
         queue.put_nowait(i)
+    # Held, so the run measures submission, not the cluster starting hundreds of jobs.
     body = {"name": f"bench-{tag}", "team": "vision", "script": "#!/bin/bash\ntrue\n", "cpus_per_task": 1,
-            "time_limit_min": 5}
+            "time_limit_min": 5, "hold": True}
 
     async def worker():
         async with httpx.AsyncClient(base_url=base, timeout=30,
@@ -66,7 +68,7 @@ def sbatch_baseline(jobs: int, tag: str) -> float:
     started = time.perf_counter()
     for _ in range(jobs):
         subprocess.run(["runuser", "-u", "alice", "--", "sbatch", "-A", "vision", "-J", f"bench-{tag}", "-o",
-                        "/dev/null", "-t", "5", "--wrap", "true"], check=True, capture_output=True)
+                        "/dev/null", "-t", "5", "--hold", "--wrap", "true"], check=True, capture_output=True)
     return time.perf_counter() - started
 
 

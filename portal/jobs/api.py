@@ -53,6 +53,7 @@ class JobIn(Schema):
     time_limit_min: int = Field(60, ge=1, le=10_000_000)
     requeue: bool = Field(True, description="Requeue on infrastructure failure")
     checkpoint_dir: str = Field("", max_length=400, description="Empty for the default")
+    hold: bool = Field(False, description="Submit held: it waits until released")
 
 
 class JobOut(Schema):

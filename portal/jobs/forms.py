@@ -37,6 +37,8 @@ class JobSubmitForm(forms.Form):
     requeue = forms.BooleanField(required=False, initial=True,
                                  label="Requeue if a node fails",
                                  help_text="Slurm restarts the job elsewhere; it resumes from its checkpoint.")
+    hold = forms.BooleanField(required=False, initial=False, label="Submit held",
+                              help_text="It waits in the queue until you release it.")
     checkpoint_dir = forms.CharField(required=False, max_length=400, label="Checkpoint directory",
                                      help_text="Leave empty for the default under the checkpoint root.")
     script = forms.CharField(widget=forms.Textarea(attrs={"rows": 14, "spellcheck": "false"}), strip=False)

@@ -87,13 +87,13 @@ def _create_row(user, data: dict, idempotency_key: str | None) -> SubmitOutcome:
     return SubmitOutcome(job, True)
 
 
-def _spec_for(job: Job, home: str) -> JobSpec:
+def _spec_for(job: Job, home: str, *, hold: bool = False) -> JobSpec:
     return JobSpec(
         name=job.name, account=job.team.name, script=job.script, working_dir=home,
         partition=job.partition, nodes=job.nodes, gpus_per_node=job.gpus_per_node,
         gpu_type=job.gpu_type, cpus_per_task=job.cpus_per_task, mem_mb=job.mem_mb,
         time_limit_min=job.time_limit_min, requeue=job.requeue,
-        stdout=f"{home}/slurm-%j.out", stderr=f"{home}/slurm-%j.err", comment=portal_comment(job),
+        stdout=f"{home}/slurm-%j.out", stderr=f"{home}/slurm-%j.err", comment=portal_comment(job), hold=hold,
         environment={"CHECKPOINT_DIR": job.checkpoint_dir, "PORTAL_JOB_UUID": str(job.uuid),
                      "HOME": home, "USER": job.owner.username},
     )
@@ -116,7 +116,7 @@ def submit_job(*, user, data: dict, idempotency_key: str | None = None) -> Submi
         raise TokenRefused(f"{user.username!r} has no account on the cluster") from None
     _prepare_checkpoint_dir(job.checkpoint_dir, user.username)
     try:
-        slurm_id = gateway.submit_job(user.username, _spec_for(job, home))
+        slurm_id = gateway.submit_job(user.username, _spec_for(job, home, hold=bool(data.get("hold"))))
     except (SlurmRejected, TokenRefused):
         job.delete()  # Slurm said no: nothing was queued, so nothing to track
         raise

@@ -195,3 +195,10 @@ def test_missing_output_is_a_clear_404(api, submitted, one_gpu_busy):
     resp = api["alice"].get(f"/jobs/{data['id']}/output", stream="stderr")
     assert resp.status_code == 404
     assert "does not exist yet" in resp.json()["detail"]
+
+
+def test_a_job_can_be_submitted_held_and_released(api, submitted):
+    data = submitted("alice", hold=True)
+    assert gateway.get_job(data["slurm_job_id"]).reason == "JobHeldUser"
+    assert api["alice"].post(f"/jobs/{data['id']}/release").status_code == 200
+    assert gateway.get_job(data["slurm_job_id"]).reason != "JobHeldUser"
