@@ -1,0 +1,168 @@
+"""Read-only queries behind the node pages: live usage, jobs per node, health summaries, charts.
+
+Nothing here writes; drains and resumes go through portal.nodes.services.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from itertools import product
+
+from django.core.cache import cache
+from django.db.models import Count, OuterRef, Subquery
+from django.db.models.functions import TruncHour
+
+from portal.jobs.models import Job
+from portal.nodes.models import Finding, HealthReport, Node
+from portal.slurm import gateway
+from portal.slurm.errors import SlurmError
+from portal.slurm.types import NodeInfo
+
+LIVE_KEY = "nodes:live"
+# The pages poll every few seconds per viewer; one Slurm read serves them all for this long.
+LIVE_TTL_S = 2
+LIVE_DOWN_TTL_S = 10
+UNHEALTHY = ("fatal", "warning")
+# How far back the detail page looks for jobs that ran on a node, and how many rows it scans.
+RECENT_JOBS = timedelta(days=7)
+RECENT_SCAN = 500
+
+_RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
+
+
+# ---------------------------------------------------------------- Slurm hostlists
+
+def _split_top(text: str) -> list[str]:
+    """Split on commas outside brackets: "gpu[01-02,05],cpu01" -> ["gpu[01-02,05]", "cpu01"]."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _expand_range(spec: str) -> list[str]:
+    names = []
+    for item in spec.split(","):
+        match = _RANGE.match(item.strip())
+        if not match:
+            return [f"[{spec}]"]  # not a hostlist range; keep it literal rather than guess
+        low, high = match.group(1), match.group(2) or match.group(1)
+        width = len(low)  # Slurm keeps the zero padding of the lower bound: gpu[01-10]
+        names += [str(n).zfill(width) for n in range(int(low), int(high) + 1)]
+    return names
+
+
+def _expand_one(pattern: str) -> list[str]:
+    # Each bracket group multiplies out: "r[1-2]n[01-02]" -> r1n01 r1n02 r2n01 r2n02.
+    pieces = re.split(r"\[([^\]]*)\]", pattern)
+    choices = [[piece] if i % 2 == 0 else _expand_range(piece) for i, piece in enumerate(pieces)]
+    return ["".join(combo) for combo in product(*choices)]
+
+
+def expand_hostlist(text: str) -> list[str]:
+    """Slurm's compressed node list ("gpu[01-03,07],cpu01") as plain node names."""
+    if not text or text in {"(null)", "None"}:
+        return []
+    return [name for part in _split_top(text) for name in _expand_one(part)]
+
+
+def name_prefix(name: str) -> str:
+    """The part of a name Slurm never compresses (before the first digit), for a LIKE pre-filter."""
+    match = re.match(r"^[^\d\[]*", name)
+    return match.group(0) if match else ""
+
+
+# ---------------------------------------------------------------- live usage from Slurm
+
+def live_nodes() -> dict[str, NodeInfo] | None:
+    """Slurm's current view of every node (state, GPUs in use), or None when Slurm is not answering."""
+    cached = cache.get(LIVE_KEY)
+    if cached is not None:
+        return cached or None
+    try:
+        nodes = {info.name: info for info in gateway.list_nodes()}
+    except SlurmError:
+        # Remember the failure too: every poll waiting out Slurm's timeout would stall the pages.
+        cache.set(LIVE_KEY, {}, LIVE_DOWN_TTL_S)
+        return None
+    cache.set(LIVE_KEY, nodes, LIVE_TTL_S)
+    return nodes
+
+
+def forget_live_nodes() -> None:
+    """After a drain or resume, so the next page shows the change rather than the cached past."""
+    cache.delete(LIVE_KEY)
+
+
+# ---------------------------------------------------------------- jobs on nodes
+
+def running_jobs_by_node() -> dict[str, list[Job]]:
+    """Every RUNNING job under each node it runs on (multi-node jobs appear under each)."""
+    by_node: dict[str, list[Job]] = defaultdict(list)
+    for job in Job.objects.filter(state="RUNNING").only("id", "nodes_list", "gpus_per_node", "owner_id"):
+        for name in expand_hostlist(job.nodes_list):
+            by_node[name].append(job)
+    return by_node
+
+
+def recent_jobs_on(node: Node, now: datetime, limit: int = 20) -> list[Job]:
+    """Jobs that ran on the node in the last week, newest first (running ones included)."""
+    since = now - RECENT_JOBS
+    candidates = (Job.objects.filter(start_time__gte=since) | Job.objects.filter(state="RUNNING"))
+    prefix = name_prefix(node.name)
+    if prefix:
+        candidates = candidates.filter(nodes_list__contains=prefix)
+    found = []
+    for job in candidates.select_related("owner").order_by("-start_time", "-id")[:RECENT_SCAN]:
+        if node.name in expand_hostlist(job.nodes_list):
+            found.append(job)
+            if len(found) == limit:
+                break
+    return found
+
+
+# ---------------------------------------------------------------- health
+
+def last_report_problems(nodes: list[Node]) -> dict[int, int]:
+    """Per node id: how many fatal or warning findings its newest report carried."""
+    latest = HealthReport.objects.filter(node=OuterRef("pk")).order_by("-sent_at", "-id").values("pk")[:1]
+    report_ids = dict(Node.objects.filter(pk__in=[n.pk for n in nodes])
+                      .annotate(report_id=Subquery(latest)).values_list("pk", "report_id"))
+    counts = dict(Finding.objects.filter(report_id__in=[r for r in report_ids.values() if r],
+                                         severity__in=UNHEALTHY)
+                  .values("report_id").annotate(n=Count("id")).values_list("report_id", "n"))
+    return {node_id: counts.get(report_id, 0) for node_id, report_id in report_ids.items()}
+
+
+@dataclass(frozen=True)
+class HourBar:
+    start: datetime
+    fatal: int
+    warning: int
+    info: int
+
+    @property
+    def total(self) -> int:
+        return self.fatal + self.warning + self.info
+
+
+def findings_per_hour(node: Node, now: datetime, hours: int = 24) -> list[HourBar]:
+    """Findings in each of the last `hours` hours (the current, partial hour last)."""
+    # Whole UTC hours: the buckets are the same for every viewer whatever their time zone.
+    current = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    first = current - timedelta(hours=hours - 1)
+    counts: dict[tuple[datetime, str], int] = {}
+    rows = (Finding.objects.filter(node=node, sent_at__gte=first).annotate(hour=TruncHour("sent_at", tzinfo=UTC))
+            .values("hour", "severity").annotate(n=Count("id")))
+    for row in rows:
+        counts[(row["hour"], row["severity"])] = row["n"]
+    starts = [first + timedelta(hours=i) for i in range(hours)]
+    return [HourBar(start, counts.get((start, "fatal"), 0), counts.get((start, "warning"), 0),
+                    counts.get((start, "info"), 0)) for start in starts]
