@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from portal.env import (
+    ImproperlyConfiguredEnv,
     env_bool,
     env_choice,
     env_float,
@@ -149,10 +150,14 @@ CELERY_BEAT_SCHEDULE = {
         "task": "workers.tasks.jobs.track_jobs_task",
         "schedule": env_float("PORTAL_TRACK_SECONDS", 1.0),
     },
-    "sync-nodes": {
-        "task": "workers.tasks.nodes.sync_nodes_task",
-        "schedule": env_float("PORTAL_NODE_SYNC_SECONDS", 15.0),
+    # ---- health policy: the periodic node check (sync from Slurm, DOWN/NOT_RESPONDING, stale
+    # reports, and the policy over every node, so a lost apply_node_policy_task never matters).
+    # It replaces the plain 15 s "sync-nodes" entry: a check starts with the same sync.
+    "check-nodes": {
+        "task": "workers.tasks.nodes.check_nodes_task",
+        "schedule": env_float("PORTAL_NODE_CHECK_SECONDS", 10.0),
     },
+    # ---- end of health policy
 }
 
 # ---- Slurm gateway (portal/slurm)
@@ -189,6 +194,32 @@ PORTAL_HEALTH_MAX_SKEW_S = env_int("PORTAL_HEALTH_MAX_SKEW", 300, minimum=1)
 # ...unless they were spooled while the portal was down (stored as late), up to this old.
 PORTAL_HEALTH_MAX_SPOOL_AGE_S = env_int("PORTAL_HEALTH_MAX_SPOOL_AGE", 7 * 24 * 3600, minimum=60)
 # ---- end of node health
+
+# ---- health policy (portal/nodes/policy.py: what reports mean; drains, resumes, alerts)
+# A drained node (drained by the portal, reason "portal: ...") returns to service after this
+# many consecutive clean reports; an admin's drain never does.
+PORTAL_HEALTH_CLEAN_CHECKS = env_int("PORTAL_HEALTH_CLEAN_CHECKS", 3, minimum=1)
+# Lemon detection looks back this far (seconds)...
+PORTAL_HEALTH_LEMON_WINDOW_S = env_int("PORTAL_HEALTH_LEMON_WINDOW", 3600, minimum=60)
+# ...and drains a node with this many soft (warning) XIDs in the window: each is "the
+# application's fault", but one node collecting them is not...
+PORTAL_HEALTH_LEMON_XIDS = env_int("PORTAL_HEALTH_LEMON_XIDS", 3, minimum=1)
+# ...or with the same other warning (temperature, NVLink counters, ...) in this many reports...
+PORTAL_HEALTH_SOFT_REPEATS = env_int("PORTAL_HEALTH_SOFT_REPEATS", 5, minimum=1)
+# ...or with this many jobs FAILED/NODE_FAIL on it, from at least two different users (one
+# user's broken script failing everywhere is not a node fault).
+PORTAL_HEALTH_LEMON_FAILED_JOBS = env_int("PORTAL_HEALTH_LEMON_FAILED_JOBS", 5, minimum=1)
+# At most this share of a partition is drained automatically at a time: floor(share x nodes),
+# but at least 1 (8 GPU nodes x 0.10 -> 1). Beyond it the policy alerts admins instead: a
+# fault on many nodes at once is rarely many node faults.
+PORTAL_HEALTH_DRAIN_CAP = env_float("PORTAL_HEALTH_DRAIN_CAP", 0.10)
+if not 0 < PORTAL_HEALTH_DRAIN_CAP <= 1:
+    raise ImproperlyConfiguredEnv(f"PORTAL_HEALTH_DRAIN_CAP={PORTAL_HEALTH_DRAIN_CAP}: expected a share in (0, 1]")
+# The same alert for the same node is recorded (and logged at ERROR) at most this often (s).
+PORTAL_HEALTH_ALERT_REPEAT_S = env_int("PORTAL_HEALTH_ALERT_REPEAT", 600, minimum=0)
+# A responding node whose sensor has been silent this long (s) is alerted on: its checks stopped.
+PORTAL_HEALTH_STALE_AFTER_S = env_int("PORTAL_HEALTH_STALE_AFTER", 300, minimum=10)
+# ---- end of health policy
 
 LOGGING = {
     "version": 1,

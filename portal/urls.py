@@ -4,13 +4,16 @@ from django.urls import include, path
 
 from portal.api.main import api
 from portal.core import views as core_views
+from portal.nodes import metrics as node_metrics
 
 urlpatterns = [
     path("", core_views.home, name="home"),
     path("healthz", core_views.healthz, name="healthz"),
+    path("metrics", node_metrics.metrics, name="metrics"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("jobs/", include("portal.jobs.urls")),
+    path("nodes/", include("portal.nodes.urls")),
     path("tokens/", include("portal.api.web_urls")),
     path("api/", api.urls),
     path("admin/", admin.site.urls),

@@ -23,6 +23,10 @@ class Node(models.Model):
     # The newest health report (by the time the node sent it) and whether it was clean.
     last_health_at = models.DateTimeField(null=True, blank=True)
     last_health_ok = models.BooleanField(null=True, blank=True)
+    # Since when Slurm has shown the node DOWN or NOT_RESPONDING (null: responding). Set and
+    # cleared by the health policy's periodic check with conditional updates, so each outage
+    # is recorded once (NodeAction kinds "down" and "up").
+    unreachable_since = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -96,7 +100,11 @@ class Finding(models.Model):
 
     class Meta:
         ordering = ["-sent_at", "id"]
-        indexes = [models.Index(fields=["node", "check_name", "-sent_at"], name="finding_node_check_sent")]
+        indexes = [
+            models.Index(fields=["node", "check_name", "-sent_at"], name="finding_node_check_sent"),
+            # The policy's bulk pass counts every node's warnings in the lemon window at once.
+            models.Index(fields=["severity", "sent_at"], name="finding_severity_sent"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.severity} {self.check_name}: {self.detail}"
@@ -108,8 +116,12 @@ class NodeAction(models.Model):
     class Kind(models.TextChoices):
         DRAIN = "drain", "Drain"
         RESUME = "resume", "Resume"
-        # The policy wanted to drain but the partition's automatic-drain cap stopped it.
+        # Admins must look: the policy wanted to drain but the partition's automatic-drain cap
+        # stopped it, or a responding node's health reports went stale.
         ALERT = "alert", "Alert"
+        # Slurm showed the node DOWN or NOT_RESPONDING / responding again (policy's periodic check).
+        DOWN = "down", "Down"
+        UP = "up", "Up"
 
     node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="actions")
     kind = models.CharField(max_length=8, choices=Kind.choices)

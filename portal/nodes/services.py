@@ -109,3 +109,10 @@ def resume_node(*, node: Node, actor=None, automatic: bool = False, reason: str 
     _refresh(node)
     return _record(node, NodeAction.Kind.RESUME, actor=actor, automatic=automatic, reason=reason,
                    detail=f"was: {previous}" if previous else "")
+
+
+def refresh_node(node: Node) -> Node:
+    """Re-read one node from Slurm into its row. The health policy calls it right before it acts,
+    because the table can be a sync behind: an admin may have drained the node meanwhile."""
+    _refresh(node)
+    return node

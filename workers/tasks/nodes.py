@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from portal.nodes.policy import apply_node_policy, check_nodes
 from portal.nodes.services import sync_nodes
 from portal.slurm.errors import SlurmUnavailable
 
@@ -16,11 +17,20 @@ def sync_nodes_task() -> dict:
     return {"created": result.created, "updated": result.updated, "unchanged": result.unchanged}
 
 
-@shared_task
-def apply_node_policy_task(node_id: int) -> None:
-    """Decide what a node's latest health reports mean (drain, resume, lemon detection).
+@shared_task(autoretry_for=(SlurmUnavailable,), retry_backoff=1, retry_backoff_max=10,
+             max_retries=3)
+def apply_node_policy_task(node_id: int) -> str:
+    """Decide what a node's latest health reports mean and act on it (portal/nodes/policy.py).
 
-    Enqueued after every stored health report (portal/nodes/reports.py). A stub until the
-    node policy lands: the reports and findings are already stored for it to read.
+    Enqueued after every stored health report (portal/nodes/reports.py). Safe to run twice:
+    each action re-reads the node's live state first (draining a drained node does nothing).
     """
-    return None
+    return apply_node_policy(node_id)
+
+
+@shared_task(autoretry_for=(SlurmUnavailable,), retry_backoff=2, retry_backoff_max=30,
+             max_retries=3)
+def check_nodes_task() -> dict:
+    """The periodic node check (beat, every 10 s): sync, outages, stale sensors, the policy over all."""
+    result = check_nodes()
+    return {"down": result.down, "up": result.up, "stale": result.stale, "acted": result.acted}
