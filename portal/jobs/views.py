@@ -503,7 +503,8 @@ def _template_or_404(request: HttpRequest, template_id: int | str) -> JobTemplat
 
 
 def _forbidden(request: HttpRequest, message: str) -> HttpResponse:
-    return render(request, "jobs/forbidden.html", {"message": message}, status=403)
+    return render(request, "core/forbidden.html", {"message": message, "back_url": reverse("jobs:templates"),
+                                                   "back_label": "Back to templates"}, status=403)
 
 
 MANAGE_ONLY = "Only the team's lead or an admin can change its templates."

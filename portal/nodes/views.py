@@ -278,7 +278,9 @@ ACTION_DONE = {"drain": "{name} is draining: running jobs finish, nothing new st
 
 
 def _forbidden(request: HttpRequest) -> HttpResponse:
-    return render(request, "nodes/forbidden.html", {"message": "Only admins drain and resume nodes."}, status=403)
+    return render(request, "core/forbidden.html", {"message": "Only admins drain and resume nodes.",
+                                                   "back_url": reverse("nodes:list"), "back_label": "Back to nodes"},
+                  status=403)
 
 
 def _run(kind: str, node: Node, reason: str, actor) -> None:

@@ -68,13 +68,21 @@ def rest_request(method: str, path: str, *, base_url: str, timeout: float, user:
                  json: Any = None, params: dict | None = None) -> dict | None:
     """Call slurmrestd. Returns the decoded body, or None for 304 Not Modified."""
     headers = {"X-SLURM-USER-NAME": user, "X-SLURM-USER-TOKEN": token}
-    try:
-        resp = _client(base_url, timeout).request(method, path, headers=headers, json=json,
-                                                  params=params)
-    except httpx.TimeoutException:
-        raise SlurmUnavailable(f"slurmrestd did not answer within {timeout:.0f}s") from None
-    except httpx.TransportError as exc:
-        raise SlurmUnavailable(f"cannot reach slurmrestd at {base_url}: {exc}") from None
+    # A pooled keep-alive connection may have been closed by a restarted slurmrestd; one
+    # retry on a fresh connection hides that. Never for a submission: a lost answer there is
+    # settled by the tracker adopting the job by its UUID, not by sending it twice.
+    attempts = 1 if path.endswith("/job/submit") else 2
+    for attempt in range(attempts):
+        try:
+            resp = _client(base_url, timeout).request(method, path, headers=headers, json=json,
+                                                      params=params)
+            break
+        except httpx.TimeoutException:
+            raise SlurmUnavailable(f"slurmrestd did not answer within {timeout:.0f}s") from None
+        except httpx.TransportError as exc:
+            if attempt + 1 == attempts:
+                raise SlurmUnavailable(f"cannot reach slurmrestd at {base_url}: {exc}") from None
+            log.info("retrying %s %s after a transport error: %s", method, path, exc)
     if resp.status_code == 304:
         return None
     try:
