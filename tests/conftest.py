@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import redis
 from celery.contrib.testing.worker import start_worker
 
 from portal.slurm import gateway
@@ -111,3 +112,16 @@ def celery_worker_session(cluster, django_db_blocker):
     with django_db_blocker.unblock(), start_worker(app, pool="solo", concurrency=1, queues=[queue],
                                                     perform_ping_check=False, loglevel="WARNING") as worker:
         yield worker
+
+
+@pytest.fixture
+def celery_settled(transactional_db, celery_worker_session):
+    """The worker, for tests whose writes queue tasks: before the test's tables are flushed,
+    wait for those tasks; a task still writing while the flush truncates tables deadlocks."""
+    yield celery_worker_session
+    queue = app.conf.task_default_queue
+    broker = redis.Redis.from_url(app.conf.broker_url)
+    deadline = time.monotonic() + 20
+    while broker.llen(queue) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)   # the task taken last may still be running

@@ -181,12 +181,13 @@ def test_an_admin_cancels_anyones_job(api, submitted):
 
 
 def test_output_follows_by_offset(api, submitted):
-    data = submitted("alice", script="#!/bin/bash\necho one\nsleep 2\necho two\nsleep 60\n")
+    # No requeue: a requeue (a node blip on a loaded machine) would restart the file from zero.
+    data = submitted("alice", script="#!/bin/bash\necho one\nsleep 2\necho two\nsleep 60\n", requeue=False)
     first = wait_until(lambda: (r := api["alice"].get(f"/jobs/{data['id']}/output")).status_code == 200
                        and "one" in r.json()["text"] and r.json(), what="first line")
     more = wait_until(lambda: "two" in (r := api["alice"].get(f"/jobs/{data['id']}/output",
                                                                 offset=first["size"]).json()).get("text", "") and r,
-                      what="second line")
+                      timeout=60, what="second line")
     assert more["text"] == "two\n" and more["offset"] == first["size"]
 
 

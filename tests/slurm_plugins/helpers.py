@@ -40,7 +40,7 @@ def write_config(tmp: Path, *, portal_url: str, emulated_dir: Path | None = None
     path.write_text(f"""
 [portal]
 url = {portal_url}
-timeout = 0.5
+timeout = 3
 key_file = {key}
 [sensor]
 state_dir = {tmp}/nodes/%n

@@ -42,7 +42,7 @@ def spooled_bodies(tmp, node="gpu07") -> list[dict]:
 
 
 def test_with_the_portal_down_the_sensor_drains_itself_spools_and_replays_later(
-        gpu07, live_server, transactional_db, celery_worker_session):
+        gpu07, live_server, celery_settled):
     break_gpus(gpu07 / "gpu", "gpu07", lambda st: emulated.inject_xid(st, 1, 48))
     down = write_config(gpu07, portal_url=closed_port_url())
     proc = run_hook("healthcheck", "gpu07", down)
@@ -75,7 +75,7 @@ def test_a_prolog_with_the_portal_down_and_no_fault_exits_0(gpu07):
 
 
 def test_a_prolog_on_a_faulty_node_fails_and_drains_it_even_with_the_portal_up(
-        gpu07, live_server, transactional_db, celery_worker_session):
+        gpu07, live_server, celery_settled):
     """Slurm drains a node whose prolog fails anyway; the sensor's `portal:` reason keeps
     that drain one the portal's policy may later undo."""
     break_gpus(gpu07 / "gpu", "gpu07", lambda st: emulated.inject_xid(st, 1, 48))
@@ -89,7 +89,7 @@ def test_a_prolog_on_a_faulty_node_fails_and_drains_it_even_with_the_portal_up(
 
 
 def test_with_the_portal_up_a_health_check_leaves_the_drain_to_the_portal(
-        gpu07, live_server, transactional_db, celery_worker_session):
+        gpu07, live_server, celery_settled):
     break_gpus(gpu07 / "gpu", "gpu07", lambda st: emulated.inject_hot(st, 2))
     conf = write_config(gpu07, portal_url=live_server.url)
     proc = run_hook("healthcheck", "gpu07", conf)
@@ -151,7 +151,7 @@ def test_a_full_spool_keeps_the_newest_reports(gpu07):
 
 
 def test_a_spooled_report_the_portal_already_has_is_dropped_not_stored_twice(
-        gpu07, live_server, transactional_db, celery_worker_session):
+        gpu07, live_server, celery_settled):
     """If the portal stored a report but its answer was lost, the replay is refused as a seen
     nonce, and the sensor deletes it instead of retrying forever."""
     down = write_config(gpu07, portal_url=closed_port_url())
@@ -165,5 +165,5 @@ def test_a_spooled_report_the_portal_already_has_is_dropped_not_stored_twice(
     assert run_hook("healthcheck", "gpu07", up).returncode == 0
     assert spool_files(gpu07, "gpu07") == []
     assert HealthReport.objects.filter(node__name="gpu07", job_id=77).count() == 1
-    wait_until(lambda: HealthReport.objects.filter(node__name="gpu07").count() == 3, timeout=5,
+    wait_until(lambda: HealthReport.objects.filter(node__name="gpu07").count() == 3, timeout=20,
                what="the prolog report and two health checks")
