@@ -182,13 +182,20 @@ def test_an_admin_cancels_anyones_job(api, submitted):
 
 def test_output_follows_by_offset(api, submitted):
     # No requeue: a requeue (a node blip on a loaded machine) would restart the file from zero.
-    data = submitted("alice", script="#!/bin/bash\necho one\nsleep 2\necho two\nsleep 60\n", requeue=False)
-    first = wait_until(lambda: (r := api["alice"].get(f"/jobs/{data['id']}/output")).status_code == 200
-                       and "one" in r.json()["text"] and r.json(), what="first line")
-    more = wait_until(lambda: "two" in (r := api["alice"].get(f"/jobs/{data['id']}/output",
-                                                                offset=first["size"]).json()).get("text", "") and r,
-                      timeout=60, what="second line")
-    assert more["text"] == "two\n" and more["offset"] == first["size"]
+    data = submitted("alice", script="#!/bin/bash\necho one\nsleep 3\necho two\nsleep 60\n", requeue=False)
+    url = f"/jobs/{data['id']}/output"
+    first = wait_until(lambda: (r := api["alice"].get(url)).status_code == 200 and "one" in r.json()["text"]
+                       and r.json(), what="first line")
+    followed = {"text": first["text"], "offset": first["size"]}
+
+    def follow() -> bool:
+        chunk = api["alice"].get(url, offset=followed["offset"]).json()
+        assert chunk["offset"] == followed["offset"]          # each chunk starts where the last ended
+        followed["text"] += chunk["text"]
+        followed["offset"] = chunk["size"]
+        return "two" in followed["text"]
+    wait_until(follow, timeout=60, what="second line")
+    assert followed["text"] == "one\ntwo\n"                  # the chunks add up to the file, nothing twice
 
 
 def test_missing_output_is_a_clear_404(api, submitted, one_gpu_busy):
