@@ -82,3 +82,29 @@ def gunicorn(env: dict[str, str], *, workers: int = 4, threads: int = 4):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def start_celery(queue: str, workdir: str, env: dict[str, str]) -> list[subprocess.Popen]:
+    """A real Celery worker and beat on a private queue, as separate processes like `make demo`.
+
+    Each gets its own session so stop_celery can end it with whatever it forked.
+    """
+    celery = str(ROOT / ".venv/bin/celery")
+    common = {"cwd": ROOT, "env": env, "start_new_session": True}
+    worker = subprocess.Popen([celery, "-A", "workers.celery", "worker", "-Q", queue, "-c", "2", "-n", f"{queue}@%h",
+                               "--loglevel=WARNING", "--without-gossip", "--without-mingle"], **common)
+    beat = subprocess.Popen([celery, "-A", "workers.celery", "beat", "-s", f"{workdir}/beat-schedule", "--pidfile=",
+                             "--loglevel=WARNING"], **common)
+    return [worker, beat]
+
+
+def stop_celery(procs: list[subprocess.Popen], queue: str, app) -> None:
+    """Stop beat first (so nothing new is queued), then the worker; drop what is left queued."""
+    for proc in reversed(procs):
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+    with app.connection_for_write() as conn:
+        conn.default_channel.queue_purge(queue)

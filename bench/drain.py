@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import random
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,7 @@ import django
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
-from common import ensure_database, gunicorn, machine, percentile  # noqa: E402
+from common import ensure_database, gunicorn, machine, percentile, start_celery, stop_celery  # noqa: E402
 
 DB = os.environ.setdefault("PORTAL_DB_NAME", "portal_bench_drain")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
@@ -86,28 +85,9 @@ def point_sensors(url: str) -> None:
         raise SystemExit(f"health.conf still says {portal_url()}, not {url}")
 
 
-def start_celery(workdir: str) -> list[subprocess.Popen]:
-    """Worker and beat as `make demo` runs them. Beat's check_nodes_task (every 10 s) is what
-    resumes a node the hooks drained themselves; the job tracker is slowed to once an hour."""
-    celery = str(ROOT / ".venv/bin/celery")
-    common = {"cwd": ROOT, "env": ENV | {"PORTAL_CELERY_QUEUE": QUEUE, "PORTAL_TRACK_SECONDS": "3600"},
-              "start_new_session": True}
-    worker = subprocess.Popen([celery, "-A", "workers.celery", "worker", "-Q", QUEUE, "-c", "2", "-n", f"{QUEUE}@%h",
-                               "--loglevel=WARNING", "--without-gossip", "--without-mingle"], **common)
-    beat = subprocess.Popen([celery, "-A", "workers.celery", "beat", "-s", f"{workdir}/beat-schedule", "--pidfile=",
-                             "--loglevel=WARNING"], **common)
-    return [worker, beat]
-
-
-def stop_celery(procs: list[subprocess.Popen]) -> None:
-    for proc in reversed(procs):  # beat first, so nothing new is queued
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-    with app.connection_for_write() as conn:
-        conn.default_channel.queue_purge(QUEUE)
+# Beat's check_nodes_task (every 10 s) is what resumes a node the hooks drained themselves;
+# the job tracker is slowed to once an hour, as it has nothing to do here.
+CELERY_ENV = {"PORTAL_CELERY_QUEUE": QUEUE, "PORTAL_TRACK_SECONDS": "3600"}
 
 
 def back_in_service(node: str) -> None:
@@ -179,7 +159,7 @@ def main() -> None:
     refuse_foreign_drains()
     previous = portal_url()
     with tempfile.TemporaryDirectory() as workdir:
-        procs = start_celery(workdir)
+        procs = start_celery(QUEUE, workdir, ENV | CELERY_ENV)
         try:
             with gunicorn(ENV) as base:
                 pointed_at = timezone.now()
@@ -191,7 +171,7 @@ def main() -> None:
                 results = run_trials()
         finally:
             point_sensors(previous)
-            stop_celery(procs)
+            stop_celery(procs, QUEUE, app)
             for node in NODES:
                 back_in_service(node)
     report(results)

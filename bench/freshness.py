@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import pwd
 import random
-import signal
 import statistics
 import subprocess
 import sys
@@ -30,7 +29,7 @@ import django
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
-from common import ensure_database, machine, percentile  # noqa: E402
+from common import ensure_database, machine, percentile, start_celery, stop_celery  # noqa: E402
 
 DB = os.environ.setdefault("PORTAL_DB_NAME", "portal_bench_trk")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
@@ -50,35 +49,12 @@ from workers.celery import app  # noqa: E402
 
 JOBS = 10
 POLL_S = 0.05
-CELERY = str(ROOT / ".venv/bin/celery")
 
 
 def setup_rows() -> None:
     get_user_model().objects.get_or_create(username="alice")
     Team.objects.get_or_create(name="vision")
     reset_tracker()
-
-
-def start_celery(workdir: str) -> list[subprocess.Popen]:
-    """Worker and beat as separate processes, as in production; their own sessions, to stop them whole."""
-    common = {"cwd": ROOT, "env": os.environ.copy(), "start_new_session": True}
-    worker = subprocess.Popen([CELERY, "-A", "workers.celery", "worker", "-Q", QUEUE, "-c", "2",
-                               "-n", f"{QUEUE}@%h", "--loglevel=WARNING", "--without-gossip",
-                               "--without-mingle"], **common)
-    beat = subprocess.Popen([CELERY, "-A", "workers.celery", "beat", "-s", f"{workdir}/beat-schedule",
-                             "--pidfile=", "--loglevel=WARNING"], **common)
-    return [worker, beat]
-
-
-def stop_celery(procs: list[subprocess.Popen]) -> None:
-    for proc in reversed(procs):  # beat first, so nothing new is queued
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-    with app.connection_for_write() as conn:
-        conn.default_channel.queue_purge(QUEUE)
 
 
 def sbatch_held(name: str) -> int:
@@ -168,13 +144,13 @@ def main() -> None:
     name = f"bench-fresh-{uuid.uuid4().hex[:6]}"
     ids: list[int] = []
     with tempfile.TemporaryDirectory() as workdir:
-        procs = start_celery(workdir)
+        procs = start_celery(QUEUE, workdir, os.environ.copy())
         try:
             ids = [sbatch_held(name) for _ in range(JOBS)]
             wait_adopted(ids)
             report(changes(ids))
         finally:
-            stop_celery(procs)
+            stop_celery(procs, QUEUE, app)
             subprocess.run(["scancel", "-n", name], check=False, capture_output=True)
 
 
