@@ -6,6 +6,8 @@ project's virtualenv, e.g. `.venv/bin/python bench/job_list.py`.
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import platform
 import signal
@@ -64,12 +66,15 @@ def free_port() -> int:
 
 
 @contextmanager
-def gunicorn(env: dict[str, str], *, workers: int = 4, threads: int = 4):
-    """A real gunicorn serving the portal, as in `make demo`; yields its base URL."""
+def gunicorn(env: dict[str, str], *, workers: int | None = None, threads: int = 2):
+    """A real gunicorn serving the portal, as in `make demo` (2 x cores + 1 workers, 2 threads
+    each); yields its base URL."""
+    workers = workers or 2 * (os.cpu_count() or 1) + 1
     port = free_port()
     proc = subprocess.Popen([str(ROOT / ".venv/bin/gunicorn"), "portal.wsgi:application", "--bind",
                              f"127.0.0.1:{port}", "--workers", str(workers), "--threads", str(threads),
-                             "--log-level", "warning"], cwd=ROOT, env=env, start_new_session=True)
+                             "--keep-alive", "10", "--log-level", "warning"], cwd=ROOT, env=env,
+                            start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -82,6 +87,41 @@ def gunicorn(env: dict[str, str], *, workers: int = 4, threads: int = 4):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+class KeepAliveClient:
+    """One keep-alive HTTP/1.1 connection from the standard library, for load generators.
+
+    A few hundred microseconds of CPU per request, where httpx costs several milliseconds:
+    on a two-core machine the load generator shares the CPUs with the server it measures.
+    Not thread-safe: one per thread.
+    """
+
+    def __init__(self, base: str, headers: dict[str, str]) -> None:
+        host, port = base.removeprefix("http://").split(":")
+        self.host, self.port, self.headers = host, int(port), headers
+        self.conn: http.client.HTTPConnection | None = None
+
+    def post_json(self, path: str, body: dict, headers: dict[str, str]) -> tuple[int, bytes]:
+        payload = json.dumps(body).encode()
+        for attempt in (1, 2):   # the server may have closed an idle keep-alive connection
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+            try:
+                self.conn.request("POST", path, payload, {**self.headers, **headers,
+                                                          "Content-Type": "application/json"})
+                resp = self.conn.getresponse()
+                return resp.status, resp.read()
+            except (ConnectionError, http.client.HTTPException):
+                self.close()
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
 
 
 def start_celery(queue: str, workdir: str, env: dict[str, str]) -> list[subprocess.Popen]:

@@ -138,6 +138,10 @@ SESSION_COOKIE_SECURE = env_bool("PORTAL_SECURE_COOKIES", False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 
 # ---- Celery (workers/celery.py reads these with the CELERY_ prefix)
+# Job-list API pages stay in Redis until a job they show changes (portal/jobs/list_cache.py);
+# this is the longest a page may live even so. 0 turns the cache off.
+JOB_LIST_CACHE_SECONDS = env_int("PORTAL_JOB_LIST_CACHE_SECONDS", 30, minimum=0)
+
 CELERY_BROKER_URL = env_str("PORTAL_BROKER_URL", REDIS_URL)
 CELERY_RESULT_BACKEND = env_str("PORTAL_RESULT_BACKEND", "redis://127.0.0.1:6379/1")
 CELERY_TASK_ACKS_LATE = True

@@ -23,7 +23,8 @@ MAX_TIMEOUT_S = 1.0
 DEFAULTS = {
     "portal": {"url": "http://127.0.0.1:8000", "timeout": "0.5", "key_file": "/etc/slurm/health.key"},
     "sensor": {"state_dir": "/var/spool/portal-health/%n", "spool_max": "200", "replay_budget_ms": "100",
-               "clean_report_interval": "0", "scontrol": "/usr/bin/scontrol", "kill_stray": "true"},
+               "clean_report_interval": "0", "scontrol": "/usr/bin/scontrol", "kill_stray": "true",
+               "spread_s": "0"},
     "gpu": {"backend": "auto", "emulated_state_dir": "", "pynvml_path": "", "kmsg": "/dev/kmsg",
             "nvidia_device": "/dev/nvidiactl"},
     "expected_gpus": {"default": "0"},
@@ -58,6 +59,7 @@ class Config:
         self.clean_report_interval = _float(parser, "sensor", "clean_report_interval")
         self.scontrol = get("sensor", "scontrol")
         self.kill_stray = _bool(parser, "sensor", "kill_stray")
+        self.spread_s = max(0.0, _float(parser, "sensor", "spread_s"))
         self.backend = get("gpu", "backend")
         if self.backend not in ("auto", "nvml", "emulated"):
             raise ConfigError(f"[gpu] backend = {self.backend!r}; expected auto, nvml or emulated")

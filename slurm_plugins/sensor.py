@@ -20,6 +20,7 @@ import os
 import signal
 import sys
 import time
+import zlib
 
 from slurm_plugins import checks, report
 from slurm_plugins.config import Config, ConfigError, load
@@ -271,6 +272,11 @@ def _parse(argv: list[str]) -> tuple[bool, str | None] | None:
     return only, node
 
 
+def spread_delay(node: str, spread_s: float) -> float:
+    """This node's fixed place in [0, spread_s): the same every run, different across nodes."""
+    return zlib.crc32(node.encode()) / 2**32 * spread_s
+
+
 def main(source: str, argv: list[str] | None = None) -> int:
     parsed = _parse(sys.argv[1:] if argv is None else argv)
     if parsed is None:
@@ -288,6 +294,8 @@ def main(source: str, argv: list[str] | None = None) -> int:
             for finding in check_only(config, source, environ):
                 print(json.dumps(finding.as_dict()))
             return 0
+        if source == "healthcheck" and config.spread_s:
+            time.sleep(spread_delay(config.node, config.spread_s))
         result = run(config, source, environ)
     except Exception as exc:  # a broken sensor is not a broken node: never fail the job for it
         print(f"{source}: sensor error on {config.node}: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -16,6 +16,7 @@ import pytest
 import redis
 from celery.contrib.testing.worker import start_worker
 
+from portal.jobs import cluster_info, list_cache
 from portal.slurm import gateway
 from workers.celery import app
 
@@ -66,6 +67,15 @@ def slurm_accounts(cluster, django_db_blocker):
 def _fast_password_hashing(settings):
     """Tests make many users; the production hasher is slow on purpose."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_caches():
+    """Every test starts with no cached job-list pages and no process copy of the partition
+    limits. A rolled-back test leaves its pages behind, still matching their versions though
+    its rows are gone; and a test that makes Slurm unreachable must not get yesterday's limits."""
+    list_cache.clear()
+    cluster_info.forget()
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from django.http import HttpRequest, HttpResponse
 from ninja import Field, Header, Path, Query, Router, Schema, Status
 from pydantic import field_validator
 
-from portal.jobs import explain, services
+from portal.jobs import explain, list_cache, listing
 from portal.jobs.access import get_job_for_user
 from portal.jobs.forms import JobSubmitForm
 from portal.jobs.models import Job
@@ -156,15 +156,29 @@ def _states(raw: str | None) -> list[str]:
 
 
 SUMMARY_FIELDS = tuple(name for name in JobOut.model_fields if name not in {"team", "owner", "state_text",
-                                                                              "reason_text", "uuid"})
-SUMMARY_COLUMNS = (*SUMMARY_FIELDS, "uuid", "team__name", "owner__username")
+                                                                              "reason_text"})
+SUMMARY_COLUMNS = (*SUMMARY_FIELDS, "team__name", "owner__username")
 
 
-def _summary(job: Job) -> dict:
-    data = {name: getattr(job, name) for name in SUMMARY_FIELDS}
+def _summary(row: dict) -> dict:
+    """A JobOut from a `.values()` row: a page of plain dicts costs a fraction of 50 models."""
+    data = {name: row[name] for name in SUMMARY_FIELDS}
+    data.update(uuid=str(row["uuid"]), team=row["team__name"], owner=row["owner__username"],
+                state_text=explain.state_words(row["state"]),
+                reason_text=explain.reason_words(row["reason"]) if row["state"] == "PENDING" else "")
+    return data
+
+
+DETAIL_FIELDS = tuple(name for name in JobDetailOut.model_fields if name not in {"team", "owner", "state_text",
+                                                                                "reason_text", "uuid"})
+
+
+def _detail_response(job: Job, status: int) -> HttpResponse:
+    """A JobDetailOut, serialised by hand like the list: the submit path is hot."""
+    data = {name: getattr(job, name) for name in DETAIL_FIELDS}
     data.update(uuid=str(job.uuid), team=job.team.name, owner=job.owner.username,
                 state_text=JobOut.resolve_state_text(job), reason_text=JobOut.resolve_reason_text(job))
-    return data
+    return HttpResponse(json.dumps(data, cls=DjangoJSONEncoder), content_type="application/json", status=status)
 
 
 def _id_of(model, **lookup) -> int:
@@ -172,8 +186,8 @@ def _id_of(model, **lookup) -> int:
     return model.objects.filter(**lookup).values_list("id", flat=True).first() or 0
 
 
-def _service_filters(f: JobListQuery) -> services.JobFilters:
-    return services.JobFilters(
+def _service_filters(f: JobListQuery) -> listing.JobFilters:
+    return listing.JobFilters(
         states=tuple(_states(f.state)), submitted_from=f.submitted_after, submitted_before=f.submitted_before,
         team_id=_id_of(Team, name=f.team) if f.team else None,
         owner_id=_id_of(get_user_model(), username=f.owner) if f.owner else None)
@@ -186,11 +200,16 @@ def list_jobs(request: HttpRequest, filters: Query[JobListQuery]):
         wanted = _service_filters(filters)
     except ValueError as exc:
         return Status(400, {"detail": str(exc)})
-    page = services.list_jobs_page(user=request.auth, filters=wanted, sort=filters.order, after=filters.cursor,
-                                   size=filters.limit, columns=SUMMARY_COLUMNS)
-    # Serialised by hand: validating 50 model rows through the schema cost more than the query.
-    body = {"results": [_summary(job) for job in page.jobs], "next_cursor": page.next_cursor}
-    return HttpResponse(json.dumps(body, cls=DjangoJSONEncoder), content_type="application/json")
+
+    def build() -> bytes:
+        page = listing.list_jobs_page(user=request.auth, filters=wanted, sort=filters.order, after=filters.cursor,
+                                      size=filters.limit, columns=SUMMARY_COLUMNS, as_values=True)
+        # Serialised by hand: validating 50 model rows through the schema cost more than the query.
+        body = {"results": [_summary(job) for job in page.jobs], "next_cursor": page.next_cursor}
+        return json.dumps(body, cls=DjangoJSONEncoder).encode()
+
+    query = (filters.order, filters.cursor, filters.limit)
+    return HttpResponse(list_cache.page(request.auth, wanted, query, build), content_type="application/json")
 
 
 @router.post("/jobs", response={200: JobDetailOut, 201: JobDetailOut, 400: FormError},
@@ -206,7 +225,7 @@ def create_job(request: HttpRequest, payload: JobIn,
         first = next(iter(errors.items()))
         return Status(400, {"detail": f"{first[0]}: {first[1][0]}", "errors": errors})
     outcome = submit_job(user=request.auth, data=form.cleaned_data, idempotency_key=idempotency_key)
-    return Status(201 if outcome.created else 200, outcome.job)
+    return _detail_response(outcome.job, 201 if outcome.created else 200)
 
 
 @router.get("/jobs/{job_id}", response={200: JobDetailOut, 404: Error}, summary="Show one job")

@@ -1,11 +1,14 @@
 """What the cluster offers (partitions, their limits, GPU types), cached for form validation.
 
 Validation runs on every submit; asking Slurm each time would add a round trip to every
-request. Partition limits change rarely, so a short cache is safe.
+request. Partition limits change rarely, so a short cache is safe: 60 s in Redis, shared by
+every portal process, and each process keeps its copy for a few seconds more so that a busy
+submit path does not fetch and unpickle it on every request.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from django.core.cache import cache
@@ -15,6 +18,8 @@ from portal.slurm.types import gpu_count
 
 CACHE_KEY = "cluster-info:v1"
 CACHE_SECONDS = 60
+LOCAL_SECONDS = 5
+_local: dict[str, tuple[float, dict]] = {}   # "copy": (monotonic time fetched, limits)
 
 
 @dataclass(frozen=True)
@@ -56,13 +61,23 @@ def _build() -> dict[str, PartitionLimits]:
 
 def partitions() -> dict[str, PartitionLimits]:
     """Partition limits by name; raises SlurmUnavailable if Slurm cannot be asked."""
+    now = time.monotonic()
+    fetched_at, limits = _local.get("copy", (float("-inf"), {}))
+    if now - fetched_at < LOCAL_SECONDS:
+        return limits
     cached = cache.get(CACHE_KEY)
     if cached is None:
         cached = _build()
         cache.set(CACHE_KEY, cached, CACHE_SECONDS)
+    _local["copy"] = (now, cached)  # one tuple: threads see the old copy or the new one, whole
     return cached
 
 
-def default_partition() -> str:
-    parts = partitions()
+def default_partition(parts: dict[str, PartitionLimits] | None = None) -> str:
+    parts = partitions() if parts is None else parts
     return next((p.name for p in parts.values() if p.is_default), next(iter(parts), ""))
+
+
+def forget() -> None:
+    """Drop this process's copy (the shared Redis copy stays): tests that change Slurm use it."""
+    _local.clear()

@@ -47,9 +47,10 @@ class JobSubmitForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.user = user
         self.limits = cluster_info.partitions()
-        self.fields["team"].choices = [(t.name, t.name) for t in member_teams(user)]
+        self.teams = {t.name: t for t in member_teams(user)}
+        self.fields["team"].choices = [(name, name) for name in self.teams]
         self.fields["partition"].choices = [(p, p) for p in self.limits]
-        self.fields["partition"].initial = cluster_info.default_partition()
+        self.fields["partition"].initial = cluster_info.default_partition(self.limits)
 
     def clean_name(self) -> str:
         name = self.cleaned_data["name"]
@@ -68,7 +69,7 @@ class JobSubmitForm(forms.Form):
         return script
 
     def clean_partition(self) -> str:
-        return self.cleaned_data["partition"] or cluster_info.default_partition()
+        return self.cleaned_data["partition"] or cluster_info.default_partition(self.limits)
 
     def clean_checkpoint_dir(self) -> str:
         path = self.cleaned_data["checkpoint_dir"].strip()
@@ -86,6 +87,8 @@ class JobSubmitForm(forms.Form):
 
     def clean(self) -> dict:
         data = super().clean()
+        # The Team row itself, so that submitting does not look it up again.
+        data["team_ref"] = self.teams.get(data.get("team") or "")
         limits = self.limits.get(data.get("partition") or "")
         if limits is None:
             return data

@@ -17,14 +17,14 @@ from pathlib import Path
 from django.conf import settings
 from django.core.cache import cache
 from django.db import IntegrityError, transaction
-from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from portal.jobs.access import can_control, can_manage_templates, is_admin, led_team_ids, member_teams, visible_jobs
+from portal.jobs import list_cache
+from portal.jobs.access import can_control, can_manage_templates, member_teams
 from portal.jobs.models import Job, JobEvent, JobTemplate
 from portal.slurm import gateway
 from portal.slurm.errors import SlurmError, SlurmNotFound, SlurmRejected, SlurmUnavailable, TokenRefused
-from portal.slurm.types import FINISHED_STATES, JobSpec, PriorityFactors
+from portal.slurm.types import JobSpec, PriorityFactors
 
 log = logging.getLogger(__name__)
 
@@ -68,22 +68,23 @@ def _prepare_checkpoint_dir(path: str, username: str) -> None:
 
 
 def _create_row(user, data: dict, idempotency_key: str | None) -> SubmitOutcome:
-    team = member_teams(user).get(name=data["team"])
+    """The outbox row, in one INSERT (its UUID is made here, so the default path needs no UPDATE)."""
+    team = data.get("team_ref") or member_teams(user).get(name=data["team"])
+    job = Job(owner=user, team=team, name=data["name"], partition=data["partition"],
+              script=data["script"], nodes=data["nodes"], gpus_per_node=data["gpus_per_node"],
+              gpu_type=data.get("gpu_type") or "", cpus_per_task=data["cpus_per_task"],
+              mem_mb=data["mem_mb"], time_limit_min=data["time_limit_min"],
+              requeue=data["requeue"], idempotency_key=idempotency_key)
+    job.checkpoint_dir = data.get("checkpoint_dir") or default_checkpoint_dir(team.name, user.username, job.uuid)
     try:
         with transaction.atomic():
-            job = Job.objects.create(
-                owner=user, team=team, name=data["name"], partition=data["partition"],
-                script=data["script"], nodes=data["nodes"], gpus_per_node=data["gpus_per_node"],
-                gpu_type=data.get("gpu_type") or "", cpus_per_task=data["cpus_per_task"],
-                mem_mb=data["mem_mb"], time_limit_min=data["time_limit_min"],
-                requeue=data["requeue"], idempotency_key=idempotency_key,
-            )
-            job.checkpoint_dir = data.get("checkpoint_dir") or default_checkpoint_dir(
-                team.name, user.username, job.uuid)
-            job.save(update_fields=["checkpoint_dir"])
+            job.save(force_insert=True)
     except IntegrityError:
-        # The same idempotency key raced us: the other request's job is the answer.
-        return SubmitOutcome(Job.objects.get(owner=user, idempotency_key=idempotency_key), False)
+        if idempotency_key is None:
+            raise
+        # A repeat (or a racing twin) of an earlier request: the first job is the answer.
+        return SubmitOutcome(Job.objects.select_related("owner", "team")
+                             .get(owner=user, idempotency_key=idempotency_key), False)
     return SubmitOutcome(job, True)
 
 
@@ -101,14 +102,19 @@ def _spec_for(job: Job, home: str, *, hold: bool = False) -> JobSpec:
 
 def submit_job(*, user, data: dict, idempotency_key: str | None = None) -> SubmitOutcome:
     """Submit a validated job request as `user`. A repeated idempotency key returns the first job."""
-    if idempotency_key:
-        existing = Job.objects.filter(owner=user, idempotency_key=idempotency_key).first()
-        if existing:
-            return SubmitOutcome(existing, False)
     outcome = _create_row(user, data, idempotency_key)
     if not outcome.created:
         return outcome
-    job = outcome.job
+    try:
+        _send(outcome.job, user, hold=bool(data.get("hold")))
+    finally:
+        # The row was written (and maybe updated or deleted again): lists showing it rebuild.
+        list_cache.changed([(user.pk, outcome.job.team_id)])
+    return outcome
+
+
+def _send(job: Job, user, *, hold: bool) -> None:
+    """Hand the outbox row to Slurm as its owner and record the answer."""
     try:
         home = pwd.getpwnam(user.username).pw_dir
     except KeyError:
@@ -116,7 +122,7 @@ def submit_job(*, user, data: dict, idempotency_key: str | None = None) -> Submi
         raise TokenRefused(f"{user.username!r} has no account on the cluster") from None
     _prepare_checkpoint_dir(job.checkpoint_dir, user.username)
     try:
-        slurm_id = gateway.submit_job(user.username, _spec_for(job, home, hold=bool(data.get("hold"))))
+        slurm_id = gateway.submit_job(user.username, _spec_for(job, home, hold=hold))
     except (SlurmRejected, TokenRefused):
         job.delete()  # Slurm said no: nothing was queued, so nothing to track
         raise
@@ -126,17 +132,21 @@ def submit_job(*, user, data: dict, idempotency_key: str | None = None) -> Submi
                 detail="Slurm did not confirm the submission; the portal will find the job if it was queued.")
         raise
     _mark_submitted(job, slurm_id, home, user)
-    return outcome
 
 
 def _mark_submitted(job: Job, slurm_id: int, home: str, user) -> None:
     now = timezone.now()
-    Job.objects.filter(pk=job.pk, slurm_job_id__isnull=True).update(
-        slurm_job_id=slurm_id, state="PENDING", submit_time=now, state_changed_at=now,
-        working_dir=home, stdout_path=f"{home}/slurm-{slurm_id}.out",
-        stderr_path=f"{home}/slurm-{slurm_id}.err")
-    job.refresh_from_db()
-    _record(job, JobEvent.Kind.ACTION, "submit", user, detail=f"Slurm job {slurm_id}")
+    fields = {"slurm_job_id": slurm_id, "state": "PENDING", "submit_time": now, "state_changed_at": now,
+              "working_dir": home, "stdout_path": f"{home}/slurm-{slurm_id}.out",
+              "stderr_path": f"{home}/slurm-{slurm_id}.err"}
+    with transaction.atomic():  # one commit for the row and its audit entry
+        claimed = Job.objects.filter(pk=job.pk, slurm_job_id__isnull=True).update(**fields)
+        _record(job, JobEvent.Kind.ACTION, "submit", user, detail=f"Slurm job {slurm_id}")
+    if claimed:
+        for name, value in fields.items():
+            setattr(job, name, value)
+    else:  # the tracker adopted it first (by its UUID): its row is the truth
+        job.refresh_from_db()
 
 
 def _record(job: Job, kind: str, name: str, actor=None, *, ok: bool = True, detail: str = "") -> JobEvent:
@@ -172,106 +182,7 @@ def clone_initial(job: Job) -> dict:
 
 # ---------------------------------------------------------------- researcher web pages
 
-JOB_SORTS = {"newest": ("-id",), "oldest": ("id",), "name": ("name", "id")}
-# Every non-final state Slurm 22.05 reports, plus "" for a row Slurm has not confirmed yet.
-# Listed (not "NOT IN finished") so the filter can use the state index.
-ACTIVE_STATES = ("", "PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED", "REQUEUE_FED",
-                 "REQUEUE_HOLD", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED", "RESV_DEL_HOLD",
-                 "POWER_UP_NODE", "UPDATE_DB", "LAUNCH_FAILED", "RECONFIG_FAIL")
-# SUBMIT_FAILED: the portal's own final state for a submission Slurm never queued.
-ENDED_STATES = (*sorted(FINISHED_STATES), "SUBMIT_FAILED")
 HELD_REASONS = frozenset({"JobHeldUser", "JobHeldAdmin", "launch failed requeued held"})
-# The job list reads only these columns: a page of 50 rows must not drag scripts along.
-LIST_COLUMNS = ("id", "slurm_job_id", "name", "state", "reason", "nodes", "gpus_per_node", "gpu_type",
-                "nodes_list", "submit_time", "start_time", "end_time", "elapsed_s", "time_limit_min",
-                "restart_count", "owner__username", "team__name")
-
-
-@dataclass(frozen=True)
-class JobPage:
-    jobs: list[Job]
-    next_cursor: int | None      # pass as `after` for the following page
-    previous_cursor: int | None  # pass as `before` for the page in front
-
-
-@dataclass(frozen=True)
-class JobFilters:
-    state: str = ""              # a Slurm state, "active", "finished" or "" for any
-    team_id: int | None = None
-    submitted_from: datetime | None = None
-    submitted_before: datetime | None = None
-    states: tuple[str, ...] = ()     # any of these Slurm states (the API's comma list)
-    owner_id: int | None = None
-
-
-def _filtered(qs: QuerySet[Job], filters: JobFilters) -> QuerySet[Job]:
-    if filters.states:
-        qs = qs.filter(state__in=filters.states)
-    if filters.owner_id is not None:
-        qs = qs.filter(owner_id=filters.owner_id)
-    if filters.state == "active":
-        qs = qs.filter(state__in=ACTIVE_STATES)
-    elif filters.state == "finished":
-        qs = qs.filter(state__in=ENDED_STATES)
-    elif filters.state:
-        qs = qs.filter(state=filters.state)
-    if filters.team_id is not None:
-        qs = qs.filter(team_id=filters.team_id)
-    if filters.submitted_from:
-        qs = qs.filter(submit_time__gte=filters.submitted_from)
-    if filters.submitted_before:
-        qs = qs.filter(submit_time__lt=filters.submitted_before)
-    return qs
-
-
-def _beyond(sort: str, anchor: Job, forward: bool) -> Q:
-    """Rows after `anchor` in the sort order (before it when not `forward`): keyset paging."""
-    if sort == "name":
-        if forward:
-            return Q(name__gt=anchor.name) | Q(name=anchor.name, id__gt=anchor.id)
-        return Q(name__lt=anchor.name) | Q(name=anchor.name, id__lt=anchor.id)
-    ascending = (sort == "oldest") == forward
-    return Q(id__gt=anchor.id) if ascending else Q(id__lt=anchor.id)
-
-
-def _visible(user, team_id: int | None) -> QuerySet[Job]:
-    """visible_jobs(), narrowed early when a team is asked for.
-
-    A lead's "own jobs OR led teams' jobs" is an OR the planner can only answer by walking
-    the whole table when few rows match; with a team filter the OR collapses to one index.
-    """
-    if team_id is None or is_admin(user):
-        return visible_jobs(user)
-    if team_id in led_team_ids(user):
-        return Job.objects.filter(team_id=team_id)
-    return Job.objects.filter(owner=user, team_id=team_id)
-
-
-def list_jobs_page(*, user, filters: JobFilters, sort: str = "newest", after: int | None = None,
-                   before: int | None = None, size: int = 50,
-                   columns: tuple[str, ...] | None = LIST_COLUMNS) -> JobPage:
-    """One page of the jobs `user` may see, newest first by default.
-
-    Keyset paging (WHERE id < cursor ... LIMIT size+1) costs the same on page 1 and page
-    10,000 and needs no COUNT(*), so it stays fast with millions of rows.
-    """
-    qs = _filtered(_visible(user, filters.team_id), filters)
-    cursor, forward = (before, False) if before else (after, True)
-    anchor = qs.filter(pk=cursor).only("id", "name").first() if cursor else None
-    if anchor is not None:
-        qs = qs.filter(_beyond(sort, anchor, forward))
-    order = JOB_SORTS[sort] if forward else tuple(f[1:] if f[0] == "-" else f"-{f}" for f in JOB_SORTS[sort])
-    qs = qs.select_related("owner", "team")
-    # `columns=None`: every field but the script (the API returns whole job records).
-    qs = qs.only(*columns) if columns else qs.defer("script")
-    rows = list(qs.order_by(*order)[: size + 1])
-    more = len(rows) > size
-    rows = rows[:size] if forward else rows[:size][::-1]
-    if not rows:
-        return JobPage([], None, None)
-    has_next = more if forward else anchor is not None
-    has_previous = anchor is not None if forward else more
-    return JobPage(rows, rows[-1].id if has_next else None, rows[0].id if has_previous else None)
 
 
 def available_actions(job: Job) -> list[str]:

@@ -44,6 +44,7 @@ from django.db import connection, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from portal.jobs import list_cache
 from portal.jobs.models import Job, JobEvent
 from portal.jobs.services import COMMENT_PREFIX
 from portal.slurm import gateway
@@ -99,13 +100,20 @@ class TrackResult:
     unmanaged: int = 0               # Slurm jobs whose account is no portal team (or no login user)
     skipped: int = 0                 # jobs carrying the UUID of a row that tracks another Slurm job
     submit_failed: int = 0           # outbox rows Slurm never received
+    # (owner id, team id) of every row written: cached job-list pages showing them rebuild.
+    touched: set[tuple[int, int]] = field(default_factory=set)
 
     def query(self, name: str) -> None:
         self.slurm_queried = True
         self.queries.append(name)
 
+    def touch(self, rows: Iterable[_Row | Job]) -> None:
+        self.touched.update((row.owner_id, row.team_id) for row in rows)
+
     def as_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        del data["touched"]
+        return data
 
 
 @dataclass
@@ -136,6 +144,8 @@ class _Row:
     exit_code: int | None
     restart_count: int
     state_changed_at: datetime | None
+    owner_id: int
+    team_id: int
 
     @property
     def tracked(self) -> tuple:
@@ -143,7 +153,7 @@ class _Row:
                 self.exit_code, self.restart_count)
 
 
-_ROW_FIELDS = ("pk", "slurm_job_id", "uuid", "submit_time", *TRACKED, "state_changed_at")
+_ROW_FIELDS = ("pk", "slurm_job_id", "uuid", "submit_time", *TRACKED, "state_changed_at", "owner_id", "team_id")
 
 
 @dataclass
@@ -163,9 +173,12 @@ def track_jobs() -> TrackResult:
     lock = _redis().lock(_key("lock"), timeout=LOCK_TIMEOUT_S)
     if not lock.acquire(blocking=False):
         return TrackResult(ran=False)
+    result = TrackResult()
     try:
-        return _cycle()
+        return _cycle(result)
     finally:
+        # Also after a failed cycle: what it did write before failing must not stay hidden.
+        list_cache.changed(result.touched)
         with contextlib.suppress(redis.exceptions.LockError):
             lock.release()  # it may have expired under a pathologically slow cycle
 
@@ -175,8 +188,8 @@ def reset_tracker() -> None:
     _redis().delete(_key("memo"))
 
 
-def _cycle() -> TrackResult:
-    memo, result = _load_memo(), TrackResult()
+def _cycle(result: TrackResult) -> TrackResult:
+    memo = _load_memo()
     started = timezone.now()
     read = _read_queue(memo, result)
     vanished: list[_Row] = []
@@ -372,6 +385,7 @@ def _write_changes(updates: list[tuple[_Row, JobInfo]], result: TrackResult, now
     _execute_json(_UPDATE_SQL, now, rows)
     _insert_events(events)
     result.changed += len(updates)
+    result.touch(row for row, _ in updates)
 
 
 def _timeline(pk: int, row: _Row, job: JobInfo) -> list[dict]:
@@ -417,6 +431,7 @@ def _recover_by_uuid(recovered: list[tuple[_Row, JobInfo]], result: TrackResult,
         if claimed:
             _insert_events(_timeline(row.pk, row, job))
             result.adopted += 1
+            result.touch([row])
 
 
 # ---------------------------------------------------------------- adoption of sbatch jobs
@@ -438,6 +453,7 @@ def _adopt(jobs: list[JobInfo], result: TrackResult, now: datetime) -> None:
     _insert_events([_event(row.pk, row.state, "Found in Slurm: submitted outside the portal")
                     for row in created])
     result.adopted += len(created)
+    result.touch(created)
 
 
 def _owners(usernames: set[str]) -> dict:
@@ -482,13 +498,14 @@ def _fail_stale_submissions(queued_tokens: set[str], result: TrackResult, now: d
     """Rows the portal wrote but whose submission never reached Slurm (it stopped in between)."""
     candidates = Job.objects.select_for_update(skip_locked=True).filter(
         slurm_job_id__isnull=True, state="", created_at__lt=now - OUTBOX_GRACE)
-    stale = [pk for pk, token in candidates.values_list("pk", "uuid") if str(token) not in queued_tokens]
+    stale = [row for row in candidates.only("pk", "uuid", "owner_id", "team_id") if str(row.uuid) not in queued_tokens]
     if not stale:
         return
-    Job.objects.filter(pk__in=stale).update(state=SUBMIT_FAILED, reason=SUBMIT_FAILED_REASON,
-                                            state_changed_at=now)
-    _insert_events([_event(pk, SUBMIT_FAILED, SUBMIT_FAILED_REASON) for pk in stale])
+    Job.objects.filter(pk__in=[row.pk for row in stale]).update(
+        state=SUBMIT_FAILED, reason=SUBMIT_FAILED_REASON, state_changed_at=now)
+    _insert_events([_event(row.pk, SUBMIT_FAILED, SUBMIT_FAILED_REASON) for row in stale])
     result.submit_failed += len(stale)
+    result.touch(stale)
 
 
 # ---------------------------------------------------------------- accounting from sacct
@@ -526,6 +543,7 @@ def _complete_from_accounting(result: TrackResult, vanished: list[_Row], *, ende
         _execute_json(_ACCOUNT_SQL, now, params)
         _insert_events(events)
     result.accounted += len(params)
+    result.touch(rows)
 
 
 def _awaiting_accounting(ended_before: datetime, window: timedelta) -> list[_Row]:

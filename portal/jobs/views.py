@@ -24,7 +24,7 @@ from django.utils import timezone
 from django.utils.timesince import timesince
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from portal.jobs import access, explain, services
+from portal.jobs import access, explain, listing, services
 from portal.jobs.forms import JobSubmitForm, JobTemplateForm
 from portal.jobs.models import Job, JobEvent, JobTemplate
 from portal.jobs.output import OutputChunk, OutputUnavailable, read_output
@@ -33,7 +33,7 @@ from portal.slurm.types import PriorityFactors
 from portal.teams.models import Team
 
 MAX_ID = 2**63 - 1
-ENDED = frozenset(services.ENDED_STATES)
+ENDED = frozenset(listing.ENDED_STATES)
 TAIL_LINES = 500
 STREAMS = ("stdout", "stderr")
 ACTION_LABELS = {"cancel": "Cancel", "hold": "Hold", "release": "Release", "requeue": "Requeue"}
@@ -171,9 +171,9 @@ class JobFilterForm(forms.Form):
             self.add_error("submitted_to", "This date is before the 'from' date.")
         return data
 
-    def filters(self) -> services.JobFilters:
+    def filters(self) -> listing.JobFilters:
         data = self.cleaned_data
-        return services.JobFilters(state=data["state"], team_id=self.teams.get(data["team"]),
+        return listing.JobFilters(state=data["state"], team_id=self.teams.get(data["team"]),
                                    submitted_from=_day_start(data["submitted_from"]),
                                    submitted_before=_day_start(data["submitted_to"], days_later=1))
 
@@ -194,10 +194,10 @@ def _list_context(request: HttpRequest) -> dict:
     form = JobFilterForm(request.GET, teams=_filter_teams(request.user))
     if form.is_valid():
         data = form.cleaned_data
-        page = services.list_jobs_page(user=request.user, filters=form.filters(), sort=data["sort"] or "newest",
+        page = listing.list_jobs_page(user=request.user, filters=form.filters(), sort=data["sort"] or "newest",
                                        after=data["after"], before=data["before"])
     else:  # show the errors above the newest jobs rather than an empty page
-        page = services.list_jobs_page(user=request.user, filters=services.JobFilters())
+        page = listing.list_jobs_page(user=request.user, filters=listing.JobFilters())
     now = timezone.now()
     query = request.GET.copy()
     for key in ("after", "before"):

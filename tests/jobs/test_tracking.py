@@ -23,6 +23,7 @@ from portal.jobs.models import Job, JobEvent
 from portal.jobs.services import portal_comment, submit_job
 from portal.slurm import gateway
 from portal.teams.models import Membership, Team
+from tests.api.conftest import ApiClient
 from tests.conftest import wait_until
 from tests.slurm.helpers import home, spec_for
 from workers.tasks.jobs import track_jobs_task
@@ -362,3 +363,20 @@ def test_the_worker_retries_while_slurm_is_unreachable(alice, unique, slurm_jobs
     result = pending.get(timeout=60)  # a retry succeeds once slurmctld answers again
     assert result["ran"]
     assert visible_jobs(alice).filter(slurm_job_id=slurm_id).exists()
+
+
+def test_job_list_api_shows_tracker_changes_despite_its_cache(alice, vision, unique, slurm_jobs):
+    """The list API caches pages; the tracker's writes must still show within a cycle or two."""
+    api = ApiClient(alice)
+    name = f"trk-{unique}"
+
+    def listed_state():
+        rows = [row for row in api.get("/jobs").json()["results"] if row["name"] == name]
+        return rows[0]["state"] if rows else None
+
+    assert listed_state() is None   # now cached: the page stays until alice's jobs change
+    slurm_jobs.append(sbatch("alice", "vision", name, "--hold"))
+    # Well inside the cache's 30 s lifetime: only the tracker's notice can make it show this fast.
+    cycle_until(lambda: listed_state() == "PENDING", what="adopted job in the list", timeout=10)
+    subprocess.run(["scancel", str(slurm_jobs[0])], check=True)
+    cycle_until(lambda: listed_state() == "CANCELLED", what="cancel in the list", timeout=10)

@@ -1,0 +1,90 @@
+"""Job-list API pages cached in Redis until a job they could show changes.
+
+Live lists poll every second or two, and nearly every poll finds nothing new. A page is
+cached under its query plus the version counters of the scopes it reads from:
+
+- `owner:<id>`: one user's own jobs;
+- `team:<id>`: a team's jobs (a lead's view, or a team filter);
+- `all`: every job (an admin's unfiltered view).
+
+Every writer of job rows calls `changed()` with the rows' (owner, team) pairs once its
+transaction has committed; the counters move and the next poll rebuilds the page. Versions
+are read before the page is built, so a cached page is never older than its versions say. A
+writer that forgot to call `changed()` (an edit in Django's admin) would leave a page stale,
+so entries also expire after `PORTAL_JOB_LIST_CACHE_SECONDS` (0 turns the cache off).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable
+from functools import lru_cache
+
+import redis
+from django.conf import settings
+from django.db import connection
+
+from portal.jobs.access import is_admin, led_team_ids
+from portal.jobs.listing import JobFilters
+
+VERSIONS_TTL_S = 7 * 24 * 3600
+
+
+@lru_cache(maxsize=1)
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(settings.CACHES["default"]["LOCATION"])
+
+
+def _prefix() -> str:
+    # One namespace per database: test and benchmark databases must not share pages.
+    return f"portal:joblist:{connection.settings_dict['NAME']}:"
+
+
+def scopes_read(user, filters: JobFilters) -> list[str]:
+    """The version scopes a page for `user` with `filters` depends on (mirrors listing._scopes)."""
+    if is_admin(user):
+        return [f"team:{filters.team_id}"] if filters.team_id is not None else ["all"]
+    led = led_team_ids(user)
+    if filters.team_id is not None:
+        return [f"team:{filters.team_id}"] if filters.team_id in led else [f"owner:{user.pk}"]
+    return [f"owner:{user.pk}", *(f"team:{t}" for t in sorted(led))]
+
+
+def page(user, filters: JobFilters, query: tuple, build: Callable[[], bytes]) -> bytes:
+    """The page body for this user and query: from the cache, or built and cached."""
+    ttl = settings.JOB_LIST_CACHE_SECONDS
+    if ttl <= 0:
+        return build()
+    scopes = scopes_read(user, filters)
+    client, prefix = _redis(), _prefix()
+    versions = client.mget([prefix + "v:" + scope for scope in scopes])
+    identity = repr((user.pk, is_admin(user), scopes, versions, filters, query)).encode()
+    key = prefix + "p:" + hashlib.sha256(identity).hexdigest()
+    body = client.get(key)
+    if body is None:
+        body = build()
+        client.set(key, body, ex=ttl)
+    return body
+
+
+def changed(pairs: Iterable[tuple[int, int]]) -> None:
+    """Jobs of these (owner id, team id) pairs were written: pages showing them are stale."""
+    scopes = {"all"}
+    for owner_id, team_id in pairs:
+        scopes.update((f"owner:{owner_id}", f"team:{team_id}"))
+    if len(scopes) == 1 or settings.JOB_LIST_CACHE_SECONDS <= 0:
+        return
+    prefix = _prefix()
+    with _redis().pipeline(transaction=False) as pipe:
+        for scope in scopes:
+            pipe.incr(prefix + "v:" + scope)
+            pipe.expire(prefix + "v:" + scope, VERSIONS_TTL_S)
+        pipe.execute()
+
+
+def clear() -> None:
+    """Forget every cached page and version of this database (tests start clean)."""
+    client = _redis()
+    keys = list(client.scan_iter(match=_prefix() + "*", count=1000))
+    if keys:
+        client.delete(*keys)
