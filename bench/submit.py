@@ -97,6 +97,7 @@ def submit_paced(base: str, token: str, jobs: int, rate: float, tag: str) -> tup
                 break
             due = start + i / rate
             time.sleep(max(0.0, due - time.perf_counter()))
+            client.close()   # a new connection for each: many people submitting bring their own
             status, text = client.post_json("/api/v1/jobs", _body(tag), {"Idempotency-Key": f"{tag}-{i}"})
             latencies.append(time.perf_counter() - due)
             if status != 201:
