@@ -66,9 +66,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def gunicorn(env: dict[str, str], *, workers: int | None = None, threads: int = 2):
-    """A real gunicorn serving the portal, as in `make demo` (2 x cores + 1 workers, 2 threads
-    each); yields its base URL."""
+def gunicorn(env: dict[str, str], *, workers: int | None = None, threads: int = 1):
+    """A real gunicorn serving the portal, as in `make demo` (2 x cores + 1 single-threaded
+    workers); yields its base URL."""
     workers = workers or 2 * (os.cpu_count() or 1) + 1
     port = free_port()
     proc = subprocess.Popen([str(ROOT / ".venv/bin/gunicorn"), "portal.wsgi:application", "--bind",

@@ -1,7 +1,7 @@
 """Job list latency with 1,000,000 jobs in PostgreSQL and 20 concurrent clients.
 
 Target (issue: researcher portal): p95 <= 100 ms. Serves the portal with a real gunicorn
-(2 x cores + 1 workers x 2 threads, as `make demo` runs it) against a bench database seeded by
+(2 x cores + 1 single-threaded workers, as `make demo` runs it) against a bench database seeded by
 bench/seed_jobs.py, and drives it with 20 concurrent keep-alive clients that list jobs as
 alice (her own 50,000), carol (her team's) and admin (everyone's), with and without filters,
 and follow the next-page cursor. Three runs: polling about once a second (a live page), back
