@@ -136,8 +136,9 @@ def main() -> None:
             flat_out = submit_all(base, token, args.jobs, args.clients, tag)
         base_wall = sbatch_baseline(min(args.jobs, 150), f"{tag}b")
     finally:
-        subprocess.run(["scancel", "-u", "alice", "-n", f"bench-{tag},bench-{tag}w,bench-{tag}p,bench-{tag}b"],
-                       check=False)
+        # One name per scancel: Slurm 22.05 takes "-n a,b" as a single name and cancels nothing.
+        for name in (f"bench-{tag}", f"bench-{tag}w", f"bench-{tag}p", f"bench-{tag}b"):
+            subprocess.run(["scancel", "-u", "alice", "-n", name], check=False)
     print(f"POST /api/v1/jobs, {args.jobs} jobs per run:")
     for label, (latencies, failures, wall) in ((f"paced at {args.rate:.0f}/s", paced),
                                                (f"{args.clients} clients back to back", flat_out)):

@@ -12,11 +12,17 @@ transaction has committed; the counters move and the next poll rebuilds the page
 are read before the page is built, so a cached page is never older than its versions say. A
 writer that forgot to call `changed()` (an edit in Django's admin) would leave a page stale,
 so entries also expire after `PORTAL_JOB_LIST_CACHE_SECONDS` (0 turns the cache off).
+
+The cache is an optimisation, never a dependency: with Redis unreachable a page is built
+from the database, and a writer's notice is logged and dropped (the pages it would have
+invalidated expire on their own).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 from collections.abc import Callable, Iterable
 from functools import lru_cache
 
@@ -28,11 +34,14 @@ from portal.jobs.access import is_admin, led_team_ids
 from portal.jobs.listing import JobFilters
 
 VERSIONS_TTL_S = 7 * 24 * 3600
+log = logging.getLogger(__name__)
 
 
 @lru_cache(maxsize=1)
 def _redis() -> redis.Redis:
-    return redis.Redis.from_url(settings.CACHES["default"]["LOCATION"])
+    # Short timeouts: a hung Redis must cost a poll a second at most, not the request.
+    return redis.Redis.from_url(settings.CACHES["default"]["LOCATION"], socket_timeout=1,
+                                socket_connect_timeout=1)
 
 
 def _prefix() -> str:
@@ -57,13 +66,18 @@ def page(user, filters: JobFilters, query: tuple, build: Callable[[], bytes]) ->
         return build()
     scopes = scopes_read(user, filters)
     client, prefix = _redis(), _prefix()
-    versions = client.mget([prefix + "v:" + scope for scope in scopes])
-    identity = repr((user.pk, is_admin(user), scopes, versions, filters, query)).encode()
-    key = prefix + "p:" + hashlib.sha256(identity).hexdigest()
-    body = client.get(key)
+    try:
+        versions = client.mget([prefix + "v:" + scope for scope in scopes])
+        identity = repr((user.pk, is_admin(user), scopes, versions, filters, query)).encode()
+        key = prefix + "p:" + hashlib.sha256(identity).hexdigest()
+        body = client.get(key)
+    except redis.RedisError as exc:
+        log.warning("job list cache unavailable, reading the database: %s", exc)
+        return build()
     if body is None:
         body = build()
-        client.set(key, body, ex=ttl)
+        with contextlib.suppress(redis.RedisError):
+            client.set(key, body, ex=ttl)
     return body
 
 
@@ -72,14 +86,18 @@ def changed(pairs: Iterable[tuple[int, int]]) -> None:
     scopes = {"all"}
     for owner_id, team_id in pairs:
         scopes.update((f"owner:{owner_id}", f"team:{team_id}"))
-    if len(scopes) == 1 or settings.JOB_LIST_CACHE_SECONDS <= 0:
+    if len(scopes) == 1:
         return
     prefix = _prefix()
-    with _redis().pipeline(transaction=False) as pipe:
-        for scope in scopes:
-            pipe.incr(prefix + "v:" + scope)
-            pipe.expire(prefix + "v:" + scope, VERSIONS_TTL_S)
-        pipe.execute()
+    try:
+        with _redis().pipeline(transaction=False) as pipe:
+            for scope in scopes:
+                pipe.incr(prefix + "v:" + scope)
+                pipe.expire(prefix + "v:" + scope, VERSIONS_TTL_S)
+            pipe.execute()
+    except redis.RedisError as exc:
+        log.warning("job list cache not told of changed jobs (pages expire in %s s): %s",
+                    settings.JOB_LIST_CACHE_SECONDS, exc)
 
 
 def clear() -> None:

@@ -177,10 +177,10 @@ def track_jobs() -> TrackResult:
     try:
         return _cycle(result)
     finally:
-        # Also after a failed cycle: what it did write before failing must not stay hidden.
-        list_cache.changed(result.touched)
         with contextlib.suppress(redis.exceptions.LockError):
             lock.release()  # it may have expired under a pathologically slow cycle
+        # Also after a failed cycle: what it did write before failing must not stay hidden.
+        list_cache.changed(result.touched)
 
 
 def reset_tracker() -> None:

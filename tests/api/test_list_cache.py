@@ -96,3 +96,21 @@ def test_turned_off_every_poll_reads_the_database(api, world, teams, settings):
     assert _names(api["alice"].get("/jobs")) == ["first"]
     _job(world["alice"], teams["vision"], "second")
     assert _names(api["alice"].get("/jobs")) == ["second", "first"]
+
+
+@pytest.fixture
+def redis_unreachable(settings):
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                                   "LOCATION": "redis://127.0.0.1:1/2"}}
+    list_cache._redis.cache_clear()
+    yield
+    list_cache._redis.cache_clear()
+
+
+@pytest.mark.django_db
+def test_without_redis_the_list_still_answers_from_the_database(api, world, teams, redis_unreachable):
+    _job(world["alice"], teams["vision"], "first")
+    assert _names(api["alice"].get("/jobs")) == ["first"]
+    _job(world["alice"], teams["vision"], "second")
+    list_cache.changed([(world["alice"].pk, teams["vision"].pk)])   # logged, not raised
+    assert _names(api["alice"].get("/jobs")) == ["second", "first"]
