@@ -50,12 +50,20 @@ def _body(tag: str) -> dict:
             "time_limit_min": 5, "hold": True}
 
 
-def submit_all(base: str, token: str, jobs: int, clients: int, tag: str) -> tuple[list[float], list, float]:
-    """Closed loop: `clients` threads, each sending its next job when the last one returned."""
+def _submit(base: str, token: str, jobs: int, threads: int, tag: str, *,
+            rate: float | None = None) -> tuple[list[float], list, float]:
+    """Send `jobs` submissions from `threads` threads; returns latencies, failures, wall time.
+
+    Closed loop without `rate`: each thread sends its next job when the last one returned.
+    Open loop with it: job i is due at start + i/rate and sent then, by whichever thread is
+    free, on a new connection (many people submitting bring their own); its latency runs
+    from when it was due, so waiting for a free thread counts too.
+    """
     latencies: list[float] = []
     failures: list = []
     numbers = iter(range(jobs))
     lock = threading.Lock()
+    start = time.perf_counter() + (0.1 if rate else 0.0)   # open loop: time to start the threads
 
     def worker() -> None:
         client = KeepAliveClient(base, {"Authorization": f"Bearer {token}"})
@@ -64,51 +72,33 @@ def submit_all(base: str, token: str, jobs: int, clients: int, tag: str) -> tupl
                 i = next(numbers, None)
             if i is None:
                 break
-            started = time.perf_counter()
+            if rate is None:
+                sent = time.perf_counter()
+            else:
+                sent = start + i / rate
+                time.sleep(max(0.0, sent - time.perf_counter()))
+                client.close()
             status, text = client.post_json("/api/v1/jobs", _body(tag), {"Idempotency-Key": f"{tag}-{i}"})
-            latencies.append(time.perf_counter() - started)
+            latencies.append(time.perf_counter() - sent)
             if status != 201:
                 failures.append((status, text[:200]))
         client.close()
-    started = time.perf_counter()
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
-    for thread in threads:
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for thread in pool:
         thread.start()
-    for thread in threads:
+    for thread in pool:
         thread.join()
-    return latencies, failures, time.perf_counter() - started
+    return latencies, failures, time.perf_counter() - start
+
+
+def submit_all(base: str, token: str, jobs: int, clients: int, tag: str) -> tuple[list[float], list, float]:
+    """Closed loop: `clients` threads back to back."""
+    return _submit(base, token, jobs, clients, tag)
 
 
 def submit_paced(base: str, token: str, jobs: int, rate: float, tag: str) -> tuple[list[float], list, float]:
-    """Open loop: job i is due at start + i/rate and sent then (by whichever of 32 threads is
-    free); its latency runs from when it was due, so waiting for a free thread counts too."""
-    latencies: list[float] = []
-    failures: list = []
-    numbers = iter(range(jobs))
-    lock = threading.Lock()
-    start = time.perf_counter() + 0.1
-
-    def worker() -> None:
-        client = KeepAliveClient(base, {"Authorization": f"Bearer {token}"})
-        while True:
-            with lock:
-                i = next(numbers, None)
-            if i is None:
-                break
-            due = start + i / rate
-            time.sleep(max(0.0, due - time.perf_counter()))
-            client.close()   # a new connection for each: many people submitting bring their own
-            status, text = client.post_json("/api/v1/jobs", _body(tag), {"Idempotency-Key": f"{tag}-{i}"})
-            latencies.append(time.perf_counter() - due)
-            if status != 201:
-                failures.append((status, text[:200]))
-        client.close()
-    threads = [threading.Thread(target=worker) for _ in range(32)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return latencies, failures, time.perf_counter() - start
+    """Open loop: jobs arriving at `rate` a second, up to 32 in flight."""
+    return _submit(base, token, jobs, 32, tag, rate=rate)
 
 
 def sbatch_baseline(jobs: int, tag: str) -> float:
