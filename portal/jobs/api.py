@@ -201,9 +201,9 @@ def list_jobs(request: HttpRequest, filters: Query[JobListQuery]):
     except ValueError as exc:
         return Status(400, {"detail": str(exc)})
 
-    def build() -> bytes:
+    def build(visible: list[str]) -> bytes:
         page = listing.list_jobs_page(user=request.auth, filters=wanted, sort=filters.order, after=filters.cursor,
-                                      size=filters.limit, columns=SUMMARY_COLUMNS, as_values=True)
+                                      size=filters.limit, columns=SUMMARY_COLUMNS, as_values=True, visible=visible)
         # Serialised by hand: validating 50 model rows through the schema cost more than the query.
         body = {"results": [_summary(job) for job in page.jobs], "next_cursor": page.next_cursor}
         return json.dumps(body, cls=DjangoJSONEncoder).encode()

@@ -1,7 +1,8 @@
 """Job-list API pages cached in Redis until a job they could show changes.
 
 Live lists poll every second or two, and nearly every poll finds nothing new. A page is
-cached under its query plus the version counters of the scopes it reads from:
+cached under its query plus the version counters of the scopes it reads from
+(`listing.scopes`):
 
 - `owner:<id>`: one user's own jobs;
 - `team:<id>`: a team's jobs (a lead's view, or a team filter);
@@ -30,8 +31,7 @@ import redis
 from django.conf import settings
 from django.db import connection
 
-from portal.jobs.access import is_admin, led_team_ids
-from portal.jobs.listing import JobFilters
+from portal.jobs.listing import JobFilters, scopes
 
 VERSIONS_TTL_S = 7 * 24 * 3600
 log = logging.getLogger(__name__)
@@ -49,33 +49,26 @@ def _prefix() -> str:
     return f"portal:joblist:{connection.settings_dict['NAME']}:"
 
 
-def scopes_read(user, filters: JobFilters) -> list[str]:
-    """The version scopes a page for `user` with `filters` depends on (mirrors listing._scopes)."""
-    if is_admin(user):
-        return [f"team:{filters.team_id}"] if filters.team_id is not None else ["all"]
-    led = led_team_ids(user)
-    if filters.team_id is not None:
-        return [f"team:{filters.team_id}"] if filters.team_id in led else [f"owner:{user.pk}"]
-    return [f"owner:{user.pk}", *(f"team:{t}" for t in sorted(led))]
+def page(user, filters: JobFilters, query: tuple, build: Callable[[list[str]], bytes]) -> bytes:
+    """The page body for this user and query: from the cache, or built and cached.
 
-
-def page(user, filters: JobFilters, query: tuple, build: Callable[[], bytes]) -> bytes:
-    """The page body for this user and query: from the cache, or built and cached."""
+    `build(visible)` makes the page from the user's scopes (computed here once, for both).
+    """
+    visible = scopes(user, filters.team_id)
     ttl = settings.JOB_LIST_CACHE_SECONDS
     if ttl <= 0:
-        return build()
-    scopes = scopes_read(user, filters)
+        return build(visible)
     client, prefix = _redis(), _prefix()
     try:
-        versions = client.mget([prefix + "v:" + scope for scope in scopes])
-        identity = repr((user.pk, is_admin(user), scopes, versions, filters, query)).encode()
+        versions = client.mget([prefix + "v:" + scope for scope in visible])
+        identity = repr((user.pk, visible, versions, filters, query)).encode()
         key = prefix + "p:" + hashlib.sha256(identity).hexdigest()
         body = client.get(key)
     except redis.RedisError as exc:
         log.warning("job list cache unavailable, reading the database: %s", exc)
-        return build()
+        return build(visible)
     if body is None:
-        body = build()
+        body = build(visible)
         with contextlib.suppress(redis.RedisError):
             client.set(key, body, ex=ttl)
     return body

@@ -72,18 +72,32 @@ def wanted_states(filters: JobFilters) -> frozenset[str] | None:
     return frozenset.intersection(*asked) if asked else None
 
 
-def _scopes(user, team_id: int | None) -> list[Q]:
-    """What `user` may see, as conditions that each match one index prefix."""
+def scopes(user, team_id: int | None) -> list[str]:
+    """What `user` may see (within `team_id` if given), as a union of scopes that each match
+    one index prefix: "owner:<id>" (one user's jobs), "team:<id>" (a team's), "all"."""
     if is_admin(user):
-        return [Q(team_id=team_id)] if team_id is not None else [Q()]
+        return [f"team:{team_id}"] if team_id is not None else ["all"]
     led = led_team_ids(user)
-    if team_id is not None:
-        return [Q(team_id=team_id)] if team_id in led else [Q(owner_id=user.pk, team_id=team_id)]
-    return [Q(owner_id=user.pk), *(Q(team_id=t) for t in led)]
+    if team_id in led:
+        return [f"team:{team_id}"]
+    if team_id is not None:   # a team they do not lead: their own jobs in it (the filter adds the team)
+        return [f"owner:{user.pk}"]
+    return [f"owner:{user.pk}", *(f"team:{t}" for t in sorted(led))]
+
+
+def _scope_q(scope: str) -> Q:
+    kind, _, pk = scope.partition(":")
+    if kind == "owner":
+        return Q(owner_id=int(pk))
+    if kind == "team":
+        return Q(team_id=int(pk))
+    return Q()   # "all"
 
 
 def _common(filters: JobFilters) -> Q:
     q = Q()
+    if filters.team_id is not None:
+        q &= Q(team_id=filters.team_id)
     if filters.owner_id is not None:
         q &= Q(owner_id=filters.owner_id)
     if filters.submitted_from:
@@ -93,13 +107,13 @@ def _common(filters: JobFilters) -> Q:
     return q
 
 
-def _branches(user, filters: JobFilters, states: frozenset[str] | None) -> list[Q]:
-    scopes, common = _scopes(user, filters.team_id), _common(filters)
+def _branches(visible: list[str], filters: JobFilters, states: frozenset[str] | None) -> list[Q]:
+    parts, common = [_scope_q(scope) for scope in visible], _common(filters)
     if states is None:
-        return [scope & common for scope in scopes]
-    branches = [scope & common & Q(state=s) for scope in scopes for s in sorted(states)]
+        return [part & common for part in parts]
+    branches = [part & common & Q(state=s) for part in parts for s in sorted(states)]
     if len(branches) > MAX_BRANCHES:
-        return [reduce(or_, scopes) & common & Q(state__in=sorted(states))]
+        return [reduce(or_, parts) & common & Q(state__in=sorted(states))]
     return branches
 
 
@@ -144,11 +158,12 @@ def _rows(ids: list[int], columns: tuple[str, ...] | None, as_values: bool) -> l
 
 def list_jobs_page(*, user, filters: JobFilters, sort: str = "newest", after: int | None = None,
                    before: int | None = None, size: int = 50, columns: tuple[str, ...] | None = LIST_COLUMNS,
-                   as_values: bool = False) -> JobPage:
+                   as_values: bool = False, visible: list[str] | None = None) -> JobPage:
     """One page of the jobs `user` may see, newest first by default.
 
     Keyset paging (rows beyond the cursor, LIMIT size+1) costs the same on page 1 and page
     10,000 and needs no COUNT(*). `as_values` returns dicts of `columns` instead of models.
+    `visible` is `scopes(user, filters.team_id)` when the caller has it already.
     """
     states = wanted_states(filters)
     cursor, forward = (before, False) if before else (after, True)
@@ -157,7 +172,7 @@ def list_jobs_page(*, user, filters: JobFilters, sort: str = "newest", after: in
         return JobPage([], None, None)
     anchored = name is not None
     order = JOB_SORTS[sort] if forward else tuple(f[1:] if f[0] == "-" else f"-{f}" for f in JOB_SORTS[sort])
-    branches = _branches(user, filters, states)
+    branches = _branches(visible or scopes(user, filters.team_id), filters, states)
     if anchored:
         branches = [b & _beyond(sort, cursor, name, forward) for b in branches]
     ids = _page_keys(branches, order, size + 1)
