@@ -41,8 +41,10 @@ def percentile(values: list[float], pct: float) -> float:
 
 def summary_ms(values: list[float]) -> str:
     ms = [v * 1000 for v in values]
+    if not ms:
+        return "n=0"
     return (f"n={len(ms)} p50={percentile(ms, 50):.1f} ms  p95={percentile(ms, 95):.1f} ms  "
-            f"p99={percentile(ms, 99):.1f} ms  mean={statistics.fmean(ms):.1f} ms")
+            f"p99={percentile(ms, 99):.1f} ms  max={max(ms):.1f} ms  mean={statistics.fmean(ms):.1f} ms")
 
 
 def ensure_database(name: str) -> dict[str, str]:

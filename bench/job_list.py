@@ -19,14 +19,23 @@ import os
 import random
 import subprocess
 import sys
+import tempfile
+import threading
 import time
+import uuid
+from contextlib import contextmanager
 
 import httpx
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import PY, ROOT, ensure_database, gunicorn, machine, summary_ms
+from common import PY, ROOT, KeepAliveClient, ensure_database, gunicorn, machine, start_celery, stop_celery, summary_ms
 
 DB = "portal_bench_list"
+LOAD_TAG = "bench-list-load"
+TEAMS = {"alice": "vision", "carol": "nlp"}
+SUBMIT_EVERY_S = 0.5
+ADMINS = 2
+ADMIN_PAGES = ["/jobs/", "/jobs/?state=RUNNING", "/nodes/", "/jobs/rows/"]
 QUERIES = [{}, {"state": "RUNNING"}, {"state": "PENDING,RUNNING"}, {"team": "vision"}, {"limit": 100}]
 
 
@@ -81,33 +90,134 @@ async def drive(base: str, toks: dict[str, str], clients: int, seconds: float,
     return latencies, errors
 
 
+def admin_login(http: httpx.AsyncClient, password: str):
+    """A browser session for admin: the job and node pages are what admins keep open."""
+    async def login() -> None:
+        page = await http.get("/accounts/login/")
+        token = page.cookies.get("csrftoken") or http.cookies.get("csrftoken")
+        resp = await http.post("/accounts/login/", data={"username": "admin", "password": password,
+                                                         "csrfmiddlewaretoken": token},
+                               headers={"Referer": str(page.url)})
+        if resp.status_code not in (200, 302) or "sessionid" not in http.cookies:
+            raise SystemExit(f"admin login failed: {resp.status_code}")
+    return login()
+
+
+async def admin_pages(base: str, password: str, deadline: float, latencies: list[float], errors: list) -> None:
+    """One admin with the job list and node pages open, reloading every 2 s or so."""
+    async with httpx.AsyncClient(base_url=base, timeout=10, follow_redirects=True) as http:
+        await admin_login(http, password)
+        while time.monotonic() < deadline:
+            await asyncio.sleep(random.uniform(1, 3))
+            started = time.perf_counter()
+            resp = await http.get(random.choice(ADMIN_PAGES))
+            latencies.append(time.perf_counter() - started)
+            if resp.status_code != 200:
+                errors.append(resp.status_code)
+
+
+async def drive_with_admins(base: str, toks: dict[str, str], args, password: str, *, interval: float):
+    admin_lat: list[float] = []
+    admin_err: list = []
+    deadline = time.monotonic() + args.seconds
+    api, *_ = await asyncio.gather(drive(base, toks, args.clients, args.seconds, interval),
+                                  *(admin_pages(base, password, deadline, admin_lat, admin_err) for _ in range(ADMINS)))
+    return api, (admin_lat, admin_err)
+
+
+def submitter(base: str, toks: dict[str, str], stop: threading.Event, sent: list[int]) -> None:
+    """Real jobs through the API, two a second, as alice and carol: each one is then written by
+    the tracker as Slurm runs it (adopted id, RUNNING, COMPLETED, sacct's figures), which moves the
+    page-cache versions the pollers read, as on a busy cluster."""
+    clients = {user: KeepAliveClient(base, {"Authorization": f"Bearer {toks[user]}"}) for user in ("alice", "carol")}
+    while not stop.wait(SUBMIT_EVERY_S):
+        user = random.choice(list(clients))
+        body = {"name": LOAD_TAG, "team": TEAMS[user], "partition": "cpu", "cpus_per_task": 1,
+                "time_limit_min": 1, "script": "#!/bin/bash\nsleep 2\n"}
+        try:
+            status, _ = clients[user].post_json("/api/v1/jobs", body, {"Idempotency-Key": uuid.uuid4().hex})
+        except OSError:
+            status = 0
+        sent.append(status)
+
+
+@contextmanager
+def writers(base: str, toks: dict[str, str]):
+    stop, sent = threading.Event(), []
+    thread = threading.Thread(target=submitter, args=(base, toks, stop, sent), daemon=True)
+    thread.start()
+    try:
+        yield sent
+    finally:
+        stop.set()
+        thread.join()
+
+
+def show(label: str, result, seconds: float) -> None:
+    latencies, errors = result
+    rate = len(latencies) / seconds
+    print(f"  {label}: {summary_ms(latencies)}  throughput={rate:.0f} req/s  errors={len(errors)}"
+          + (f" (first: {errors[0]})" if errors else ""))
+
+
+def run(env: dict[str, str], toks: dict[str, str], args, password: str) -> dict[str, tuple]:
+    out: dict[str, tuple] = {}
+    with gunicorn(env) as base:
+        asyncio.run(drive(base, toks, args.clients, 3))     # warm up connections and caches
+        out["quiet: polling once a second, no writers (baseline)"] = asyncio.run(
+            drive(base, toks, args.clients, args.seconds, interval=1.0))
+        with writers(base, toks) as sent:
+            asyncio.run(drive(base, toks, args.clients, 3))
+            api, admin = asyncio.run(drive_with_admins(base, toks, args, password, interval=1.0))
+            out["busy: polling once a second, tracker + submits + admin pages"] = api
+            out[f"busy: admin pages ({ADMINS} admins reloading every ~2 s)"] = admin
+            api, _ = asyncio.run(drive_with_admins(base, toks, args, password, interval=0.0))
+            out["busy: back to back (saturation), tracker + submits + admin pages"] = api
+        out["submits during the busy runs (2 a second): statuses"] = (sent, [])
+    # With the cache off every request builds its page from PostgreSQL: the cost of a poll right
+    # after one of the user's jobs changed.
+    with gunicorn({**env, "PORTAL_JOB_LIST_CACHE_SECONDS": "0"}) as base, writers(base, toks):
+        asyncio.run(drive(base, toks, args.clients, 3))
+        api, _ = asyncio.run(drive_with_admins(base, toks, args, password, interval=1.0))
+        out["busy, PORTAL_JOB_LIST_CACHE_SECONDS=0: polling once a second"] = api
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--clients", type=int, default=20)
     args = parser.parse_args()
-    env = ensure_database(DB)
+    queue = f"bench-list-{uuid.uuid4().hex[:6]}"
+    env = {**ensure_database(DB), "PORTAL_CELERY_QUEUE": queue, "PORTAL_LOG_LEVEL": "WARNING"}
     subprocess.run([PY, "bench/seed_jobs.py"], cwd=ROOT, env=env, check=True)
-    toks = tokens(env)
+    toks, password = tokens(env), admin_password(env)
     print(f"machine: {machine()}")
-    with gunicorn(env) as base:
-        asyncio.run(drive(base, toks, args.clients, 3))     # warm up connections and caches
-        polling = asyncio.run(drive(base, toks, args.clients, args.seconds, interval=1.0))
-        flat_out = asyncio.run(drive(base, toks, args.clients, args.seconds))
-    # Nothing changes jobs during the run, so above nearly every poll is a cache hit. With
-    # the cache off every request builds its page from PostgreSQL: the cost of a poll right
-    # after one of the user's jobs changed.
-    with gunicorn({**env, "PORTAL_JOB_LIST_CACHE_SECONDS": "0"}) as base:
-        asyncio.run(drive(base, toks, args.clients, 3))
-        uncached = asyncio.run(drive(base, toks, args.clients, args.seconds, interval=1.0))
+    os.environ.update(env)
+    from workers.celery import app  # noqa: PLC0415 - needs the bench's environment first
+    with tempfile.TemporaryDirectory() as tmp:
+        procs = start_celery(queue, tmp, env)   # the real tracker, every second, on the bench database
+        try:
+            results = run(env, toks, args, password)
+        finally:
+            stop_celery(procs, queue, app)
+            subprocess.run(["scancel", "-n", LOAD_TAG], check=False, capture_output=True)
     print(f"GET /api/v1/jobs, 1,000,000 jobs, {args.clients} concurrent clients, {args.seconds:.0f} s each:")
-    for label, (latencies, errors) in (("each client polling once a second", polling),
-                                       ("each client back to back (saturation)", flat_out),
-                                       ("polling once a second, page cache off", uncached)):
-        rate = len(latencies) / args.seconds
-        print(f"  {label}: {summary_ms(latencies)}  throughput={rate:.0f} req/s  errors={len(errors)}"
-              + (f" (first: {errors[0]})" if errors else ""))
+    for label, result in results.items():
+        if label.startswith("submits"):
+            codes = result[0]
+            print(f"  {label}: {len(codes)} sent, " + ", ".join(f"{c}: {codes.count(c)}" for c in sorted(set(codes))))
+        else:
+            show(label, result, args.seconds)
     print("  target: p95 <= 100 ms")
+
+
+def admin_password(env: dict[str, str]) -> str:
+    password = uuid.uuid4().hex
+    code = ("from django.contrib.auth import get_user_model as g; import sys; "
+            "u = g().objects.get(username='admin'); u.set_password(sys.stdin.read()); u.save()")
+    subprocess.run([PY, "manage.py", "shell", "-c", code], cwd=ROOT, env=env, input=password, text=True, check=True)
+    return password
 
 
 if __name__ == "__main__":

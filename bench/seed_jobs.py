@@ -27,12 +27,15 @@ from portal.teams.models import Membership, Team  # noqa: E402
 TEAMS = ["vision", "nlp"] + [f"team{i:02d}" for i in range(20)]
 NAMED = {"alice": "vision", "bob": "vision", "carol": "nlp", "erin": "nlp"}
 
+# Seeded PENDING/RUNNING rows carry no Slurm id: the job-list bench runs the real tracker on this
+# database, which reconciles every active row that has one against Slurm (these are not in Slurm).
 INSERT = """
 INSERT INTO jobs_job (uuid, slurm_job_id, owner_id, team_id, name, partition, script, state, reason,
     submit_time, start_time, end_time, nodes, gpus_per_node, gpu_type, cpus_per_task, mem_mb,
     time_limit_min, requeue, checkpoint_dir, nodes_list, exit_code, restart_count, working_dir,
     stdout_path, stderr_path, accounted, adopted, state_changed_at, created_at, updated_at)
-SELECT gen_random_uuid(), 1000000 + i, o.user_id, o.team_id, 'train-' || i, 'gpu', '#!/bin/bash\ntrue\n',
+SELECT gen_random_uuid(), CASE WHEN i %% 8 IN (5, 6) THEN NULL ELSE 1000000 + i END, o.user_id, o.team_id,
+    'train-' || i, 'gpu', '#!/bin/bash\ntrue\n',
     (ARRAY['COMPLETED','COMPLETED','COMPLETED','FAILED','CANCELLED','RUNNING','PENDING','TIMEOUT'])[1 + i %% 8],
     '', now() - (%(n)s - i) * interval '20 seconds', now() - (%(n)s - i) * interval '20 seconds',
     NULL, 1, 1 + i %% 4, 'h100', 8, 32768, 60, true, '', 'gpu0' || (1 + i %% 8), 0, i %% 3, '', '', '', true,
@@ -68,6 +71,9 @@ def seed(n: int) -> None:
 
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
+    # Databases seeded before the tracker ran beside the bench gave those rows made-up Slurm ids.
+    Job.objects.filter(state__in=["PENDING", "RUNNING"], slurm_job_id__gte=1000000,
+                       name__startswith="train-").update(slurm_job_id=None)
     have = Job.objects.count()
     if have >= n:
         print(f"bench database already holds {have:,} jobs")
