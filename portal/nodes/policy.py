@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -44,6 +43,7 @@ from portal.nodes import services
 from portal.nodes.models import Finding, HealthReport, Node, NodeAction
 from portal.nodes.services import AUTO_PREFIX
 from portal.slurm.errors import SlurmError, SlurmUnavailable
+from portal.slurm.parse import expand_hostlist
 
 log = logging.getLogger(__name__)
 
@@ -241,24 +241,6 @@ def _findings(node_ids: list[int] | None, since: datetime) -> tuple[Counter, dic
         elif row["check_name"] not in NOT_NODE_WARNINGS:
             repeats[row["node_id"]][row["check_name"]] = row["reports"]
     return xids, repeats, unhealthy
-
-
-_HOSTLIST_RE = re.compile(r"([^,\[]+)(?:\[([^\]]+)\])?,?")
-
-
-def expand_hostlist(hostlist: str) -> list[str]:
-    """Slurm's compressed host list ("gpu[01-03,07],cpu01") as names, without calling Slurm."""
-    names = []
-    for prefix, ranges in _HOSTLIST_RE.findall(hostlist.strip()):
-        if not ranges:
-            names.append(prefix)
-            continue
-        for part in ranges.split(","):
-            low, _, high = part.partition("-")
-            if not (low.isdigit() and (high or low).isdigit()):
-                continue  # not a numeric range: no node of ours can match it
-            names.extend(f"{prefix}{i:0{len(low)}d}" for i in range(int(low), int(high or low) + 1))
-    return names
 
 
 def _failed_jobs(since: datetime) -> tuple[Counter, dict[str, set[int]]]:
