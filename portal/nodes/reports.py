@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
+from celery import current_app
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
@@ -18,11 +19,12 @@ from django.utils import timezone
 
 from portal.nodes import signing
 from portal.nodes.models import Finding, HealthReport, Node
-from workers.tasks.nodes import apply_node_policy_task
 
 log = logging.getLogger(__name__)
 # Severities that make a report "not clean"; info findings (an ignored XID) do not.
 UNHEALTHY = {"fatal", "warning"}
+# Sent by name: the workers package imports this app, so importing its task would be a cycle.
+POLICY_TASK = "workers.tasks.nodes.apply_node_policy_task"
 
 
 class ReportRejected(Exception):
@@ -103,7 +105,7 @@ def _store(node: Node, report: ReportData, nonce: str, late: bool, now: datetime
 
 
 def _enqueue_policy(node_id: int) -> None:
-    apply_node_policy_task.delay(node_id)
+    current_app.send_task(POLICY_TASK, args=(node_id,))
 
 
 def record_health_report(*, node_name: str, report: ReportData, timestamp: int, nonce: str,
