@@ -161,6 +161,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "workers.tasks.nodes.check_nodes_task",
         "schedule": env_float("PORTAL_NODE_CHECK_SECONDS", 10.0),
     },
+    # Health report retention (portal/nodes/retention.py): summarise and delete old raw reports.
+    "prune-health-reports": {
+        "task": "workers.tasks.nodes.prune_health_reports_task",
+        "schedule": env_float("PORTAL_HEALTH_PRUNE_SECONDS", 300.0),
+    },
     # ---- end of health policy
 }
 
@@ -223,6 +228,18 @@ if not 0 < PORTAL_HEALTH_DRAIN_CAP <= 1:
 PORTAL_HEALTH_ALERT_REPEAT_S = env_int("PORTAL_HEALTH_ALERT_REPEAT", 600, minimum=0)
 # A responding node whose sensor has been silent this long (s) is alerted on: its checks stopped.
 PORTAL_HEALTH_STALE_AFTER_S = env_int("PORTAL_HEALTH_STALE_AFTER", 300, minimum=10)
+# Retention: raw reports (by the time they were received) for this many days, then one summary
+# per node and hour for PORTAL_HEALTH_SUMMARY_KEEP_DAYS. A run folds at most BATCH x MAX_BATCHES
+# reports, each batch in its own short transaction.
+PORTAL_HEALTH_KEEP_DAYS = env_int("PORTAL_HEALTH_KEEP_DAYS", 7, minimum=1)
+PORTAL_HEALTH_SUMMARY_KEEP_DAYS = env_int("PORTAL_HEALTH_SUMMARY_KEEP_DAYS", 400, minimum=1)
+PORTAL_HEALTH_PRUNE_BATCH = env_int("PORTAL_HEALTH_PRUNE_BATCH", 2000, minimum=1)
+PORTAL_HEALTH_PRUNE_MAX_BATCHES = env_int("PORTAL_HEALTH_PRUNE_MAX_BATCHES", 50, minimum=1)
+# A pruned report's nonce is forgotten: a replay of it must already be too old to be accepted.
+if PORTAL_HEALTH_KEEP_DAYS * 86400 < PORTAL_HEALTH_MAX_SPOOL_AGE_S:
+    raise ImproperlyConfiguredEnv(
+        f"PORTAL_HEALTH_KEEP_DAYS={PORTAL_HEALTH_KEEP_DAYS} keeps reports for less than PORTAL_HEALTH_MAX_SPOOL_AGE="
+        f"{PORTAL_HEALTH_MAX_SPOOL_AGE_S} s: a replayed spooled report could be stored twice")
 # ---- end of health policy
 
 LOGGING = {

@@ -15,7 +15,7 @@ from django.db.models import Count, OuterRef, Subquery
 from django.db.models.functions import TruncHour
 
 from portal.jobs.models import Job
-from portal.nodes.models import Finding, HealthReport, Node
+from portal.nodes.models import Finding, HealthReport, HealthSummary, Node
 from portal.slurm import gateway
 from portal.slurm.errors import SlurmError
 from portal.slurm.parse import expand_hostlist
@@ -113,15 +113,22 @@ class HourBar:
 
 
 def findings_per_hour(node: Node, now: datetime, hours: int = 24) -> list[HourBar]:
-    """Findings in each of the last `hours` hours (the current, partial hour last)."""
+    """Findings in each of the last `hours` hours (the current, partial hour last).
+
+    Raw findings plus the hourly summaries of reports already pruned (portal/nodes/retention.py):
+    a report is one or the other, never both, so the sum is exact on either side of the cutoff.
+    """
     # Whole UTC hours: the buckets are the same for every viewer whatever their time zone.
     current = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     first = current - timedelta(hours=hours - 1)
-    counts: dict[tuple[datetime, str], int] = {}
+    counts: dict[tuple[datetime, str], int] = defaultdict(int)
     rows = (Finding.objects.filter(node=node, sent_at__gte=first).annotate(hour=TruncHour("sent_at", tzinfo=UTC))
             .values("hour", "severity").annotate(n=Count("id")))
     for row in rows:
-        counts[(row["hour"], row["severity"])] = row["n"]
+        counts[(row["hour"], row["severity"])] += row["n"]
+    for summary in HealthSummary.objects.filter(node=node, hour__gte=first).only("hour", "fatal", "warning", "info"):
+        for severity in ("fatal", "warning", "info"):
+            counts[(summary.hour, severity)] += getattr(summary, severity)
     starts = [first + timedelta(hours=i) for i in range(hours)]
-    return [HourBar(start, counts.get((start, "fatal"), 0), counts.get((start, "warning"), 0),
-                    counts.get((start, "info"), 0)) for start in starts]
+    return [HourBar(start, counts[(start, "fatal")], counts[(start, "warning")], counts[(start, "info")])
+            for start in starts]
