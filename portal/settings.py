@@ -14,6 +14,7 @@ from portal.env import (
     env_float,
     env_int,
     env_list,
+    env_networks,
     env_optional_secret,
     env_secret,
     env_str,
@@ -235,6 +236,11 @@ PORTAL_HEALTH_KEEP_DAYS = env_int("PORTAL_HEALTH_KEEP_DAYS", 7, minimum=1)
 PORTAL_HEALTH_SUMMARY_KEEP_DAYS = env_int("PORTAL_HEALTH_SUMMARY_KEEP_DAYS", 400, minimum=1)
 PORTAL_HEALTH_PRUNE_BATCH = env_int("PORTAL_HEALTH_PRUNE_BATCH", 2000, minimum=1)
 PORTAL_HEALTH_PRUNE_MAX_BATCHES = env_int("PORTAL_HEALTH_PRUNE_MAX_BATCHES", 50, minimum=1)
+# /metrics: readable with `Authorization: Bearer <token>` (from the env var or a file), or
+# from these addresses/networks (comma-separated; empty: none).
+PORTAL_METRICS_TOKEN = env_str("PORTAL_METRICS_TOKEN", "")
+PORTAL_METRICS_TOKEN_FILE = env_str("PORTAL_METRICS_TOKEN_FILE", "")
+PORTAL_METRICS_ALLOW = env_networks("PORTAL_METRICS_ALLOW", "127.0.0.1,::1")
 # A pruned report's nonce is forgotten: a replay of it must already be too old to be accepted.
 if PORTAL_HEALTH_KEEP_DAYS * 86400 < PORTAL_HEALTH_MAX_SPOOL_AGE_S:
     raise ImproperlyConfiguredEnv(

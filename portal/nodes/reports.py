@@ -17,7 +17,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from portal.nodes import signing
+from portal.nodes import metrics, signing
 from portal.nodes.models import Finding, HealthReport, Node
 
 log = logging.getLogger(__name__)
@@ -98,6 +98,7 @@ def _store(node: Node, report: ReportData, nonce: str, late: bool, now: datetime
         Finding(report=row, node=node, check_name=f.check, severity=f.severity, action=f.action, gpu=f.gpu,
                 xid=f.xid, detail=f.detail, sent_at=report.sent_at)
         for f in report.findings])
+    metrics.add_finding_counts(node.pk, ((f.check, f.severity) for f in report.findings))
     # Only a newer report moves the node's health; a late replay describes the past.
     Node.objects.filter(pk=node.pk).filter(Q(last_health_at__isnull=True) | Q(last_health_at__lt=report.sent_at)) \
         .update(last_health_at=report.sent_at, last_health_ok=clean)
