@@ -62,7 +62,8 @@ def test_partition_rows_are_writable_while_a_drain_waits_for_scontrol(slow_drain
     worker.join(timeout=30)
     assert out.get("result") == "drained", out
     assert updated >= 2 and waited < 1  # every node of the partition, written during the call
-    assert slurm_state("gpu08") == ("drained", "portal: test: no locks while scontrol runs")
+    state, reason = slurm_state("gpu08")  # "draining" while other helpers' jobs still run there
+    assert state in ("drained", "draining") and reason == "portal: test: no locks while scontrol runs"
     assert Node.objects.get(pk=node.pk).drain_claimed_at is None
     assert NodeAction.objects.filter(node=node, kind="drain", ok=True).exists()
 
