@@ -165,7 +165,7 @@ CELERY_BEAT_SCHEDULE = {
     # Health report retention (portal/nodes/retention.py): summarise and delete old raw reports.
     "prune-health-reports": {
         "task": "workers.tasks.nodes.prune_health_reports_task",
-        "schedule": env_float("PORTAL_HEALTH_PRUNE_SECONDS", 300.0),
+        "schedule": env_float("PORTAL_HEALTH_PRUNE_SECONDS", 60.0),
     },
     # ---- end of health policy
 }
@@ -236,6 +236,8 @@ PORTAL_HEALTH_KEEP_DAYS = env_int("PORTAL_HEALTH_KEEP_DAYS", 7, minimum=1)
 PORTAL_HEALTH_SUMMARY_KEEP_DAYS = env_int("PORTAL_HEALTH_SUMMARY_KEEP_DAYS", 400, minimum=1)
 PORTAL_HEALTH_PRUNE_BATCH = env_int("PORTAL_HEALTH_PRUNE_BATCH", 2000, minimum=1)
 PORTAL_HEALTH_PRUNE_MAX_BATCHES = env_int("PORTAL_HEALTH_PRUNE_MAX_BATCHES", 50, minimum=1)
+# ...and starts no new batch after this many seconds (the same worker runs the 1 s job tracker).
+PORTAL_HEALTH_PRUNE_BUDGET_S = env_float("PORTAL_HEALTH_PRUNE_BUDGET", 2.0)
 # /metrics: readable with `Authorization: Bearer <token>` (from the env var or a file), or
 # from these addresses/networks (comma-separated; empty: none).
 PORTAL_METRICS_TOKEN = env_str("PORTAL_METRICS_TOKEN", "")

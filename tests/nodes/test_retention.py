@@ -96,8 +96,10 @@ def test_work_per_run_is_bounded_and_batches_add_up(history):
     first = prune_health_reports(now=NOW, batch=3, max_batches=2)
     assert (first.summarised, first.more) == (6, True)
     assert HealthReport.objects.filter(received_at__lt=NOW - timedelta(days=7)).count() == 4
+    spent = prune_health_reports(now=NOW, batch=3, max_batches=10, budget_s=0)  # out of time after one batch
+    assert (spent.summarised, spent.more) == (3, True)
     second = prune_health_reports(now=NOW, batch=3, max_batches=2)
-    assert (second.summarised, second.more) == (4, False)
+    assert (second.summarised, second.more) == (1, False)
     got = summaries()
     assert {k: {key: v[key] for key in ("reports", "clean", "sev", "checks")} for k, v in got.items()} == expected
 

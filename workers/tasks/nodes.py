@@ -39,7 +39,7 @@ def check_nodes_task() -> dict:
 
 @shared_task
 def prune_health_reports_task() -> dict:
-    """Health report retention (beat, every 5 min): fold old raw reports into hourly summaries and
+    """Health report retention (beat, every minute): fold old raw reports into hourly summaries and
     delete them, a bounded amount per run. Safe to run twice: a folded report is gone."""
     result = prune_health_reports()
     return {"summarised": result.summarised, "summaries_deleted": result.summaries_deleted, "more": result.more}
