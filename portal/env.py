@@ -6,6 +6,7 @@ not silently fall back to a default that points at the wrong cluster.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from pathlib import Path
@@ -103,3 +104,12 @@ def env_optional_secret(name: str, *, default_file: Path) -> str:
         except OSError as exc:
             raise ImproperlyConfiguredEnv(f"{name}_FILE={str(path)!r}: {exc.strerror}") from None
     return ""
+
+
+def env_networks(name: str, default: str) -> tuple:
+    """A comma-separated list of IP addresses or networks ("127.0.0.1,::1,10.0.0.0/8"); empty: none."""
+    raw = os.environ.get(name, default)
+    try:
+        return tuple(ipaddress.ip_network(item.strip(), strict=False) for item in raw.split(",") if item.strip())
+    except ValueError as exc:
+        raise ImproperlyConfiguredEnv(f"{name}={raw!r}: {exc}") from None

@@ -14,6 +14,7 @@ from portal.env import (
     env_float,
     env_int,
     env_list,
+    env_networks,
     env_optional_secret,
     env_secret,
     env_str,
@@ -161,6 +162,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "workers.tasks.nodes.check_nodes_task",
         "schedule": env_float("PORTAL_NODE_CHECK_SECONDS", 10.0),
     },
+    # Health report retention (portal/nodes/retention.py): summarise and delete old raw reports.
+    "prune-health-reports": {
+        "task": "workers.tasks.nodes.prune_health_reports_task",
+        "schedule": env_float("PORTAL_HEALTH_PRUNE_SECONDS", 60.0),
+    },
     # ---- end of health policy
 }
 
@@ -223,6 +229,25 @@ if not 0 < PORTAL_HEALTH_DRAIN_CAP <= 1:
 PORTAL_HEALTH_ALERT_REPEAT_S = env_int("PORTAL_HEALTH_ALERT_REPEAT", 600, minimum=0)
 # A responding node whose sensor has been silent this long (s) is alerted on: its checks stopped.
 PORTAL_HEALTH_STALE_AFTER_S = env_int("PORTAL_HEALTH_STALE_AFTER", 300, minimum=10)
+# Retention: raw reports (by the time they were received) for this many days, then one summary
+# per node and hour for PORTAL_HEALTH_SUMMARY_KEEP_DAYS. A run folds at most BATCH x MAX_BATCHES
+# reports, each batch in its own short transaction.
+PORTAL_HEALTH_KEEP_DAYS = env_int("PORTAL_HEALTH_KEEP_DAYS", 7, minimum=1)
+PORTAL_HEALTH_SUMMARY_KEEP_DAYS = env_int("PORTAL_HEALTH_SUMMARY_KEEP_DAYS", 400, minimum=1)
+PORTAL_HEALTH_PRUNE_BATCH = env_int("PORTAL_HEALTH_PRUNE_BATCH", 2000, minimum=1)
+PORTAL_HEALTH_PRUNE_MAX_BATCHES = env_int("PORTAL_HEALTH_PRUNE_MAX_BATCHES", 50, minimum=1)
+# ...and starts no new batch after this many seconds (the same worker runs the 1 s job tracker).
+PORTAL_HEALTH_PRUNE_BUDGET_S = env_float("PORTAL_HEALTH_PRUNE_BUDGET", 2.0)
+# /metrics: readable with `Authorization: Bearer <token>` (from the env var or a file), or
+# from these addresses/networks (comma-separated; empty: none).
+PORTAL_METRICS_TOKEN = env_str("PORTAL_METRICS_TOKEN", "")
+PORTAL_METRICS_TOKEN_FILE = env_str("PORTAL_METRICS_TOKEN_FILE", "")
+PORTAL_METRICS_ALLOW = env_networks("PORTAL_METRICS_ALLOW", "127.0.0.1,::1")
+# A pruned report's nonce is forgotten: a replay of it must already be too old to be accepted.
+if PORTAL_HEALTH_KEEP_DAYS * 86400 < PORTAL_HEALTH_MAX_SPOOL_AGE_S:
+    raise ImproperlyConfiguredEnv(
+        f"PORTAL_HEALTH_KEEP_DAYS={PORTAL_HEALTH_KEEP_DAYS} keeps reports for less than PORTAL_HEALTH_MAX_SPOOL_AGE="
+        f"{PORTAL_HEALTH_MAX_SPOOL_AGE_S} s: a replayed spooled report could be stored twice")
 # ---- end of health policy
 
 LOGGING = {

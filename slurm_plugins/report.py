@@ -47,6 +47,13 @@ def sign(key: bytes, timestamp: int | str, nonce: str, body: bytes) -> str:
     return hmac.new(key, f"{timestamp}\n{nonce}\n".encode() + body, hashlib.sha256).hexdigest()
 
 
+def node_key(master: str, node: str) -> str:
+    """A node's report key: hex HMAC-SHA256(master key text, node name). The one derivation:
+    the portal (portal/nodes/signing.py) and cluster/ctl call this function, so the key a node is
+    given and the key the portal checks with cannot drift apart."""
+    return hmac.new(master.encode(), node.encode(), hashlib.sha256).hexdigest()
+
+
 def read_key(path: str) -> bytes:
     with open(path, encoding="ascii") as fh:
         return fh.read().strip().encode()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from django.core.cache import cache
 
 from portal.slurm import gateway
-from portal.slurm.types import gpu_count
+from portal.slurm.gres import gpu_count, gpu_types
 
 CACHE_KEY = "cluster-info:v1"
 CACHE_SECONDS = 60
@@ -34,15 +34,6 @@ class PartitionLimits:
     total_nodes: int
 
 
-def _gpu_types(gres: str) -> set[str]:
-    types = set()
-    for item in gres.split(","):
-        parts = item.split("(")[0].split(":")
-        if parts[0] == "gpu" and len(parts) == 3:
-            types.add(parts[1])
-    return types
-
-
 def _build() -> dict[str, PartitionLimits]:
     nodes = gateway.list_nodes()
     result = {}
@@ -51,7 +42,7 @@ def _build() -> dict[str, PartitionLimits]:
         result[part.name] = PartitionLimits(
             name=part.name, is_default=part.is_default, max_time_min=part.max_time_min,
             max_gpus_per_node=max((gpu_count(n.gres) for n in members), default=0),
-            gpu_types=tuple(sorted(set().union(*(_gpu_types(n.gres) for n in members)))),
+            gpu_types=tuple(sorted(set().union(*(gpu_types(n.gres) for n in members)))),
             max_cpus_per_node=max((n.cpus for n in members), default=0),
             max_mem_mb_per_node=max((n.real_memory_mb for n in members), default=0),
             total_nodes=len(members),

@@ -49,7 +49,8 @@ from portal.jobs.models import Job, JobEvent
 from portal.jobs.services import COMMENT_PREFIX
 from portal.slurm import gateway
 from portal.slurm.errors import SlurmUnavailable
-from portal.slurm.types import FINISHED_STATES, AccountingRecord, JobInfo, QueueSweep, gpu_count
+from portal.slurm.gres import gpu_count, gpu_type
+from portal.slurm.types import FINISHED_STATES, AccountingRecord, JobInfo, QueueSweep
 from portal.teams.models import Team
 
 log = logging.getLogger(__name__)
@@ -478,18 +479,10 @@ def _adopted_row(job: JobInfo, owner, team: Team, now: datetime, tokens: set[str
         uuid=row_uuid, slurm_job_id=job.job_id, owner=owner, team=team, adopted=True,
         name=(job.name or f"job {job.job_id}")[:200], partition=job.partition[:64],
         nodes=max(job.num_nodes, 1), gpus_per_node=gpu_count(job.gres_per_node),
-        gpu_type=_gpu_type(job.gres_per_node), cpus_per_task=max(job.cpus_per_task, 1),
+        gpu_type=gpu_type(job.gres_per_node)[:32], cpus_per_task=max(job.cpus_per_task, 1),
         mem_mb=job.mem_mb, time_limit_min=job.time_limit_min or 0, requeue=job.requeue,
         submit_time=job.submit_time, state_changed_at=now, **_tracked_fields(job), **_paths(job),
     )
-
-
-def _gpu_type(gres: str) -> str:
-    for item in gres.split(","):
-        parts = item.split(":")
-        if parts[0] == "gpu" and len(parts) == 3:
-            return parts[1][:32]
-    return ""
 
 
 # ---------------------------------------------------------------- the submission outbox

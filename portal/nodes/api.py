@@ -17,7 +17,6 @@ from ninja import Field, Router, Schema, Status
 from ninja.errors import HttpError
 from pydantic import ValidationError
 
-from portal.api.auth import api_auth
 from portal.jobs.access import is_admin
 from portal.nodes.models import Node
 from portal.nodes.reports import (
@@ -152,13 +151,15 @@ def _admin_node(request: HttpRequest, name: str) -> Node:
     return get_object_or_404(Node, name=name)
 
 
-@router.get("/nodes", response=list[NodeOut], summary="List nodes (everyone may read)", auth=api_auth)
+# Bearer token or session: the API's own authentication (portal/api/main.py), which every
+# operation here but the signed health intake inherits.
+@router.get("/nodes", response=list[NodeOut], summary="List nodes (everyone may read)")
 def list_nodes(request: HttpRequest):
     return Node.objects.order_by("name")
 
 
 @router.post("/nodes/{name}/drain", response={200: NodeOut, 400: Error, 403: Error, 404: Error, 409: Error, 503: Error},
-             summary="Drain a node (admins)", auth=api_auth)
+             summary="Drain a node (admins)")
 def drain(request: HttpRequest, name: str, payload: DrainIn):
     """Running jobs finish; nothing new starts. An admin's drain is never resumed automatically."""
     node = _admin_node(request, name)
@@ -170,7 +171,7 @@ def drain(request: HttpRequest, name: str, payload: DrainIn):
 
 
 @router.post("/nodes/{name}/resume", response={200: NodeOut, 403: Error, 404: Error, 409: Error, 503: Error},
-             summary="Return a node to service (admins)", auth=api_auth)
+             summary="Return a node to service (admins)")
 def resume(request: HttpRequest, name: str, payload: ResumeIn | None = None):
     node = _admin_node(request, name)
     resume_node(node=node, actor=request.auth, reason=payload.reason if payload else "")

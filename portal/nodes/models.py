@@ -27,6 +27,10 @@ class Node(models.Model):
     # cleared by the health policy's periodic check with conditional updates, so each outage
     # is recorded once (NodeAction kinds "down" and "up").
     unreachable_since = models.DateTimeField(null=True, blank=True)
+    # Set (under the partition's row locks) when the health policy decides to drain the node and
+    # cleared once Slurm has answered: the drain cap counts it, so two drains in one partition
+    # never both pass the cap, and no row lock is held while scontrol runs.
+    drain_claimed_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -108,6 +112,52 @@ class Finding(models.Model):
 
     def __str__(self) -> str:
         return f"{self.severity} {self.check_name}: {self.detail}"
+
+
+class HealthSummary(models.Model):
+    """One node's health reports of one UTC hour, kept for long after the raw reports are pruned
+    (portal/nodes/retention.py). Finding counts are per severity, as the node page charts them."""
+
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="health_summaries")
+    hour = models.DateTimeField()
+    reports = models.PositiveIntegerField(default=0)
+    clean_reports = models.PositiveIntegerField(default=0)
+    fatal = models.PositiveIntegerField(default=0)
+    warning = models.PositiveIntegerField(default=0)
+    info = models.PositiveIntegerField(default=0)
+    # The worst severity of any finding that hour ("" when none), and each check that failed
+    # (a fatal or warning finding), sorted.
+    worst = models.CharField(max_length=8, blank=True)
+    checks_failed = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["node", "hour"]
+        constraints = [models.UniqueConstraint(fields=["node", "hour"], name="health_summary_node_hour")]
+        indexes = [models.Index(fields=["hour"], name="health_summary_hour")]
+
+    def __str__(self) -> str:
+        return f"{self.node_id} {self.hour:%Y-%m-%d %H}:00 {self.reports} reports"
+
+
+class FindingCount(models.Model):
+    """Running total of findings per node, check and severity, added to at intake.
+
+    /metrics reads these (a few rows per node) instead of counting the findings table, which
+    grows by hundreds of thousands of rows a day; and pruning old reports never lowers a
+    Prometheus counter.
+    """
+
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="finding_counts")
+    check_name = models.CharField(max_length=64)
+    severity = models.CharField(max_length=8, choices=Finding.Severity.choices)
+    total = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["node", "check_name", "severity"],
+                                               name="finding_count_node_check_severity")]
+
+    def __str__(self) -> str:
+        return f"{self.node_id} {self.severity} {self.check_name}: {self.total}"
 
 
 class NodeAction(models.Model):

@@ -4,8 +4,9 @@ Two halves, kept apart so the deciding is cheap and testable without Slurm:
 
 * ``decide(evidence, thresholds)`` is a pure function of plain data (``NodeEvidence``), loaded for
   one node or for the whole fleet in three queries (``load_evidence``);
-* ``carry_out`` is the thin apply step: it re-reads the node from Slurm, takes the partition's
-  lock, checks the automatic-drain cap and calls services.drain_node / resume_node with
+* ``carry_out`` is the thin apply step: it re-reads the node from Slurm, checks the
+  automatic-drain cap under a short lock of the partition's rows and claims the drain, then
+  (no transaction open, no lock held) calls services.drain_node / resume_node with
   automatic=True (reason prefixed ``portal:``), or records an ALERT.
 
 Rules, in order (thresholds in settings, "health policy" block):
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -44,6 +44,7 @@ from portal.nodes import services
 from portal.nodes.models import Finding, HealthReport, Node, NodeAction
 from portal.nodes.services import AUTO_PREFIX
 from portal.slurm.errors import SlurmError, SlurmUnavailable
+from portal.slurm.parse import expand_hostlist
 
 log = logging.getLogger(__name__)
 
@@ -243,24 +244,6 @@ def _findings(node_ids: list[int] | None, since: datetime) -> tuple[Counter, dic
     return xids, repeats, unhealthy
 
 
-_HOSTLIST_RE = re.compile(r"([^,\[]+)(?:\[([^\]]+)\])?,?")
-
-
-def expand_hostlist(hostlist: str) -> list[str]:
-    """Slurm's compressed host list ("gpu[01-03,07],cpu01") as names, without calling Slurm."""
-    names = []
-    for prefix, ranges in _HOSTLIST_RE.findall(hostlist.strip()):
-        if not ranges:
-            names.append(prefix)
-            continue
-        for part in ranges.split(","):
-            low, _, high = part.partition("-")
-            if not (low.isdigit() and (high or low).isdigit()):
-                continue  # not a numeric range: no node of ours can match it
-            names.extend(f"{prefix}{i:0{len(low)}d}" for i in range(int(low), int(high or low) + 1))
-    return names
-
-
 def _failed_jobs(since: datetime) -> tuple[Counter, dict[str, set[int]]]:
     """Jobs that failed in the window, per node name, and whose jobs they were."""
     jobs: Counter = Counter()
@@ -311,6 +294,15 @@ def is_auto_drained(node: Node) -> bool:
     return "DRAIN" in node.flags and node.reason.startswith(AUTO_PREFIX)
 
 
+# A drain claim older than this is from a worker that died between deciding and recording
+# Slurm's answer (scontrol's own timeout is far shorter); it no longer counts against the cap.
+CLAIM_EXPIRES = timedelta(seconds=120)
+
+
+def _claimed(node: Node, now: datetime) -> bool:
+    return node.drain_claimed_at is not None and now - node.drain_claimed_at < CLAIM_EXPIRES
+
+
 def _lock_partition_peers(node: Node) -> dict[int, Node]:
     """Lock every node sharing a partition with `node` (and `node`), in the same order as
     sync_nodes does (by name), so two drains in one partition never both pass the cap."""
@@ -320,11 +312,13 @@ def _lock_partition_peers(node: Node) -> dict[int, Node]:
     return {peer.pk: peer for peer in Node.objects.select_for_update().filter(same).order_by("name")}
 
 
-def cap_blocker(node: Node, peers: dict[int, Node], share: float) -> str:
-    """Why the cap forbids draining `node` now ("" when it does not)."""
+def cap_blocker(node: Node, peers: dict[int, Node], share: float, *, now: datetime | None = None) -> str:
+    """Why the cap forbids draining `node` now ("" when it does not). Nodes another worker is
+    draining right now (claimed) count as drained."""
+    now = now or timezone.now()
     for partition in node.partitions:
         members = [p for p in peers.values() if partition in p.partitions]
-        others = sum(1 for p in members if p.pk != node.pk and is_auto_drained(p))
+        others = sum(1 for p in members if p.pk != node.pk and (is_auto_drained(p) or _claimed(p, now)))
         if not cap_allows(others, len(members), share):
             return (f"partition {partition}: {others} of {len(members)} nodes already drained automatically "
                     f"(cap {drain_cap(len(members), share)})")
@@ -344,43 +338,48 @@ def record_alert(node: Node, reason: str, detail: str, t: Thresholds, *, now: da
     return True
 
 
-def _drain(node_id: int, why: str, t: Thresholds) -> str:
-    node = services.refresh_node(Node.objects.get(pk=node_id))  # live state and partitions
-    failure: SlurmError | None = None
+def _claim_drain(node: Node, why: str, t: Thresholds) -> str:
+    """Decide under the partition's row locks, held only for this short transaction: "claimed"
+    (the node's drain_claimed_at is set, so concurrent drains count it), or why not."""
+    now = timezone.now()
     with transaction.atomic():
         peers = _lock_partition_peers(node)
-        node = peers[node.pk]  # the locked row: another worker may have drained it meanwhile
-        if "DRAIN" in node.flags:
+        locked = peers[node.pk]  # the locked row: another worker may have drained it meanwhile
+        if "DRAIN" in locked.flags:
             return "already drained"
-        blocked = cap_blocker(node, peers, t.drain_cap)
+        if _claimed(locked, now):
+            return "being drained"
+        blocked = cap_blocker(locked, peers, t.drain_cap, now=now)
         if blocked:
-            record_alert(node, f"wanted to drain: {why}", f"not drained: {blocked}", t)
+            record_alert(locked, f"wanted to drain: {why}", f"not drained: {blocked}", t)
             return "alert"
-        try:
-            services.drain_node(node=node, reason=why, automatic=True)
-        except SlurmError as exc:
-            failure = exc  # drain_node recorded the failed attempt; keep that row
-    if failure:
-        raise failure
+        Node.objects.filter(pk=node.pk).update(drain_claimed_at=now)
+    return "claimed"
+
+
+def _drain(node_id: int, why: str, t: Thresholds) -> str:
+    # Slurm is called outside any transaction: scontrol may take its whole timeout, and holding
+    # the partition's row locks meanwhile would stall every other writer of those nodes.
+    node = services.refresh_node(Node.objects.get(pk=node_id))  # live state and partitions
+    outcome = _claim_drain(node, why, t)
+    if outcome != "claimed":
+        return outcome
+    try:
+        services.drain_node(node=node, reason=why, automatic=True)  # records the attempt, failed or not
+    finally:
+        Node.objects.filter(pk=node.pk).update(drain_claimed_at=None)
     log.warning("node health: drained %s (%s)", node.name, why)
     return "drained"
 
 
 def _resume(node_id: int, why: str) -> str:
-    failure: SlurmError | None = None
-    with transaction.atomic():
-        node = Node.objects.select_for_update().get(pk=node_id)
-        services.refresh_node(node)
-        if "DRAIN" not in node.flags:
-            return "not drained"
-        if not node.reason.startswith(AUTO_PREFIX):
-            return "drained by a person; left alone"
-        try:
-            services.resume_node(node=node, automatic=True, reason=why)
-        except SlurmError as exc:
-            failure = exc
-    if failure:
-        raise failure
+    # No lock: resuming needs no cap, and Slurm's answer is re-read right before acting.
+    node = services.refresh_node(Node.objects.get(pk=node_id))
+    if "DRAIN" not in node.flags:
+        return "not drained"
+    if not node.reason.startswith(AUTO_PREFIX):
+        return "drained by a person; left alone"
+    services.resume_node(node=node, automatic=True, reason=why)
     log.info("node health: resumed %s (%s)", node.name, why)
     return "resumed"
 

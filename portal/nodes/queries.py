@@ -9,16 +9,16 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from itertools import product
 
 from django.core.cache import cache
 from django.db.models import Count, OuterRef, Subquery
 from django.db.models.functions import TruncHour
 
 from portal.jobs.models import Job
-from portal.nodes.models import Finding, HealthReport, Node
+from portal.nodes.models import Finding, HealthReport, HealthSummary, Node
 from portal.slurm import gateway
 from portal.slurm.errors import SlurmError
+from portal.slurm.parse import expand_hostlist
 from portal.slurm.types import NodeInfo
 
 LIVE_KEY = "nodes:live"
@@ -30,48 +30,7 @@ UNHEALTHY = ("fatal", "warning")
 RECENT_JOBS = timedelta(days=7)
 RECENT_SCAN = 500
 
-_RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
-
-
 # ---------------------------------------------------------------- Slurm hostlists
-
-def _split_top(text: str) -> list[str]:
-    """Split on commas outside brackets: "gpu[01-02,05],cpu01" -> ["gpu[01-02,05]", "cpu01"]."""
-    parts, depth, start = [], 0, 0
-    for i, char in enumerate(text):
-        depth += {"[": 1, "]": -1}.get(char, 0)
-        if char == "," and depth == 0:
-            parts.append(text[start:i])
-            start = i + 1
-    parts.append(text[start:])
-    return [p.strip() for p in parts if p.strip()]
-
-
-def _expand_range(spec: str) -> list[str]:
-    names = []
-    for item in spec.split(","):
-        match = _RANGE.match(item.strip())
-        if not match:
-            return [f"[{spec}]"]  # not a hostlist range; keep it literal rather than guess
-        low, high = match.group(1), match.group(2) or match.group(1)
-        width = len(low)  # Slurm keeps the zero padding of the lower bound: gpu[01-10]
-        names += [str(n).zfill(width) for n in range(int(low), int(high) + 1)]
-    return names
-
-
-def _expand_one(pattern: str) -> list[str]:
-    # Each bracket group multiplies out: "r[1-2]n[01-02]" -> r1n01 r1n02 r2n01 r2n02.
-    pieces = re.split(r"\[([^\]]*)\]", pattern)
-    choices = [[piece] if i % 2 == 0 else _expand_range(piece) for i, piece in enumerate(pieces)]
-    return ["".join(combo) for combo in product(*choices)]
-
-
-def expand_hostlist(text: str) -> list[str]:
-    """Slurm's compressed node list ("gpu[01-03,07],cpu01") as plain node names."""
-    if not text or text in {"(null)", "None"}:
-        return []
-    return [name for part in _split_top(text) for name in _expand_one(part)]
-
 
 def name_prefix(name: str) -> str:
     """The part of a name Slurm never compresses (before the first digit), for a LIKE pre-filter."""
@@ -154,15 +113,22 @@ class HourBar:
 
 
 def findings_per_hour(node: Node, now: datetime, hours: int = 24) -> list[HourBar]:
-    """Findings in each of the last `hours` hours (the current, partial hour last)."""
+    """Findings in each of the last `hours` hours (the current, partial hour last).
+
+    Raw findings plus the hourly summaries of reports already pruned (portal/nodes/retention.py):
+    a report is one or the other, never both, so the sum is exact on either side of the cutoff.
+    """
     # Whole UTC hours: the buckets are the same for every viewer whatever their time zone.
     current = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     first = current - timedelta(hours=hours - 1)
-    counts: dict[tuple[datetime, str], int] = {}
+    counts: dict[tuple[datetime, str], int] = defaultdict(int)
     rows = (Finding.objects.filter(node=node, sent_at__gte=first).annotate(hour=TruncHour("sent_at", tzinfo=UTC))
             .values("hour", "severity").annotate(n=Count("id")))
     for row in rows:
-        counts[(row["hour"], row["severity"])] = row["n"]
+        counts[(row["hour"], row["severity"])] += row["n"]
+    for summary in HealthSummary.objects.filter(node=node, hour__gte=first).only("hour", "fatal", "warning", "info"):
+        for severity in ("fatal", "warning", "info"):
+            counts[(summary.hour, severity)] += getattr(summary, severity)
     starts = [first + timedelta(hours=i) for i in range(hours)]
-    return [HourBar(start, counts.get((start, "fatal"), 0), counts.get((start, "warning"), 0),
-                    counts.get((start, "info"), 0)) for start in starts]
+    return [HourBar(start, counts[(start, "fatal")], counts[(start, "warning")], counts[(start, "info")])
+            for start in starts]

@@ -11,18 +11,20 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
+from celery import current_app
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from portal.nodes import signing
+from portal.nodes import metrics, signing
 from portal.nodes.models import Finding, HealthReport, Node
-from workers.tasks.nodes import apply_node_policy_task
 
 log = logging.getLogger(__name__)
 # Severities that make a report "not clean"; info findings (an ignored XID) do not.
 UNHEALTHY = {"fatal", "warning"}
+# Sent by name: the workers package imports this app, so importing its task would be a cycle.
+POLICY_TASK = "workers.tasks.nodes.apply_node_policy_task"
 
 
 class ReportRejected(Exception):
@@ -96,6 +98,7 @@ def _store(node: Node, report: ReportData, nonce: str, late: bool, now: datetime
         Finding(report=row, node=node, check_name=f.check, severity=f.severity, action=f.action, gpu=f.gpu,
                 xid=f.xid, detail=f.detail, sent_at=report.sent_at)
         for f in report.findings])
+    metrics.add_finding_counts(node.pk, ((f.check, f.severity) for f in report.findings))
     # Only a newer report moves the node's health; a late replay describes the past.
     Node.objects.filter(pk=node.pk).filter(Q(last_health_at__isnull=True) | Q(last_health_at__lt=report.sent_at)) \
         .update(last_health_at=report.sent_at, last_health_ok=clean)
@@ -103,7 +106,7 @@ def _store(node: Node, report: ReportData, nonce: str, late: bool, now: datetime
 
 
 def _enqueue_policy(node_id: int) -> None:
-    apply_node_policy_task.delay(node_id)
+    current_app.send_task(POLICY_TASK, args=(node_id,))
 
 
 def record_health_report(*, node_name: str, report: ReportData, timestamp: int, nonce: str,

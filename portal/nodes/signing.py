@@ -1,4 +1,4 @@
-"""Node report keys and signatures (the portal's half of slurm_plugins/report.py).
+"""Node report keys and signatures: the portal's use of slurm_plugins/report.py's node_key and sign.
 
 A node's key is hex HMAC-SHA256(master key, node name): the portal keeps one master key and
 derives any node's key on demand, so there is no table of node secrets to leak or sync. Keys
@@ -8,12 +8,13 @@ f"{timestamp}\\n{nonce}\\n" + raw body).
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 from pathlib import Path
 
 from django.conf import settings
+
+from slurm_plugins import report
 
 NONCE_RE = re.compile(r"^[0-9a-f]{16,64}$")
 SIGNATURE_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -35,12 +36,11 @@ def master_key() -> str:
 
 
 def node_key(node: str, master: str | None = None) -> str:
-    master = master_key() if master is None else master
-    return hmac.new(master.encode(), node.encode(), hashlib.sha256).hexdigest()
+    return report.node_key(master_key() if master is None else master, node)
 
 
 def signature(key: str, timestamp: str, nonce: str, body: bytes) -> str:
-    return hmac.new(key.encode(), f"{timestamp}\n{nonce}\n".encode() + body, hashlib.sha256).hexdigest()
+    return report.sign(key.encode(), timestamp, nonce, body)
 
 
 def signature_ok(node: str, timestamp: str, nonce: str, body: bytes, given: str) -> bool:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from itertools import product
 
+from portal.slurm.gres import gpu_count, gpu_type, gpu_types
 from portal.slurm.types import (
     FINISHED_STATES,
     AccountingRecord,
@@ -13,7 +15,6 @@ from portal.slurm.types import (
     NodeInfo,
     PartitionInfo,
     PriorityFactors,
-    gpu_count,
 )
 
 # squeue's narrow sweep: cheap fields only (about 8 µs a job), separated by a byte no job
@@ -267,4 +268,53 @@ def associations_from_sacctmgr(text: str) -> list[Association]:
     return result
 
 
-__all__ = ["gpu_count"]
+# ---------------------------------------------------------------- hostlists and gres
+#
+# The one hostlist parser: every part of the portal that turns Slurm's compressed node lists
+# ("gpu[01-03,07],cpu01") into names calls expand_hostlist, so they cannot disagree.
+
+_RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
+_BRACKETS = re.compile(r"\[([^\]]*)\]")
+
+
+def _split_top(text: str) -> list[str]:
+    """Split on commas outside brackets: "gpu[01-02,05],cpu01" -> ["gpu[01-02,05]", "cpu01"]."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _expand_range(spec: str) -> list[str]:
+    names = []
+    for item in spec.split(","):
+        match = _RANGE.match(item.strip())
+        if not match:
+            return [f"[{spec}]"]  # not a hostlist range; keep it literal rather than guess
+        low, high = match.group(1), match.group(2) or match.group(1)
+        width = len(low)  # Slurm keeps the zero padding of the lower bound: gpu[01-10], gpu[098-101]
+        names += [str(n).zfill(width) for n in range(int(low), int(high) + 1)]
+    return names
+
+
+def _expand_one(pattern: str) -> list[str]:
+    # Each bracket group multiplies out, text between and after them kept:
+    # "r[1-2]n[01-02]" -> r1n01 r1n02 r2n01 r2n02; "gpu[01-02]-ib" -> gpu01-ib gpu02-ib.
+    pieces = _BRACKETS.split(pattern)
+    choices = [[piece] if i % 2 == 0 else _expand_range(piece) for i, piece in enumerate(pieces)]
+    return ["".join(combo) for combo in product(*choices)]
+
+
+def expand_hostlist(text: str) -> list[str]:
+    """Slurm's compressed node list as plain node names, in Slurm's order (as
+    `scontrol show hostnames` prints them), without calling Slurm."""
+    if not text or text in {"(null)", "None"}:
+        return []
+    return [name for part in _split_top(text) for name in _expand_one(part)]
+
+
+__all__ = ["gpu_count", "gpu_type", "gpu_types"]

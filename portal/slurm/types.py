@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from portal.slurm.gres import gpu_count
+
 # Job states after which Slurm will not run the job again without a requeue.
 FINISHED_STATES = frozenset({
     "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
@@ -142,13 +144,3 @@ class PriorityFactors:
 class Association:
     account: str
     user: str                       # "" for the account's own row
-
-
-def gpu_count(gres: str) -> int:
-    """Sum the GPU counts in a gres string such as "gpu:h100:4(S:0-1),gpu:a100:2"."""
-    total = 0
-    for item in gres.split(","):
-        parts = item.split("(")[0].split(":")
-        if parts[0] == "gpu" and len(parts) >= 2 and parts[-1].isdigit():
-            total += int(parts[-1])
-    return total

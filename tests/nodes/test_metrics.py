@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import re
 import time
+from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
-from portal.nodes.models import Node, NodeAction
+from portal.env import env_networks
+from portal.nodes.models import Finding, HealthReport, Node, NodeAction
+from portal.nodes.retention import prune_health_reports
 from portal.nodes.services import sync_nodes
 from tests.nodes.policy_support import report, xid
 from tests.slurm_plugins.signed_reports import master_key  # noqa: F401
@@ -76,3 +82,74 @@ def test_report_age_is_the_seconds_since_each_nodes_newest_report():
     assert 41 <= value(text, 'portal_node_health_report_age_seconds{node="gpu05"}') < 60
     assert value(text, 'portal_node_health_report_age_seconds{node="gpu04"}') < 15
     assert value(text, 'portal_node_health_ok{node="gpu05"}') == 1
+
+
+# ---------------------------------------------------------------- cost: O(nodes), not O(findings)
+
+def _scrape_sql() -> list[str]:
+    with CaptureQueriesContext(connection) as queries:
+        scrape()
+    return [q["sql"] for q in queries.captured_queries]
+
+
+def test_a_scrape_never_reads_the_findings_or_reports_tables(django_assert_max_num_queries):
+    for i in range(3):
+        report(f"gpu0{i + 1}", xid(13), xid(31), at=time.time() - 10 + i)
+    few = _scrape_sql()
+    for i in range(30):
+        report("gpu04", xid(13), {**xid(48), "gpu": 1}, at=time.time() - 60 + i)
+    with django_assert_max_num_queries(len(few)):
+        many = _scrape_sql()
+    assert len(many) == len(few)  # more reports, not one query more
+    tables = (Finding._meta.db_table, HealthReport._meta.db_table)
+    assert [sql for sql in many if any(f'"{table}"' in sql for table in tables)] == []
+    text = scrape()
+    assert value(text, 'portal_health_findings_total{check="xid",severity="warning"}') == 3 * 2 + 30
+    assert value(text, 'portal_health_findings_total{check="xid",severity="fatal"}') == 30
+
+
+def test_pruning_old_reports_never_lowers_the_findings_counter():
+    report("gpu02", xid(48), at=time.time() - 5)
+    report("gpu02", xid(13), xid(31))
+    prune_health_reports(keep=timedelta(0), now=timezone.now() + timedelta(seconds=1))
+    assert not Finding.objects.exists()
+    text = scrape()
+    assert value(text, 'portal_health_findings_total{check="xid",severity="fatal"}') == 1
+    assert value(text, 'portal_health_findings_total{check="xid",severity="warning"}') == 2
+
+
+# ---------------------------------------------------------------- who may read it
+
+def get(remote: str = "127.0.0.1", token: str | None = None):
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {token}"} if token is not None else {}
+    return Client().get("/metrics", REMOTE_ADDR=remote, **headers)
+
+
+def test_only_this_host_may_read_it_by_default():
+    assert get("127.0.0.1").status_code == 200
+    assert get("::1").status_code == 200
+    refused = get("10.1.2.3")
+    assert refused.status_code == 403 and b"PORTAL_METRICS_ALLOW" in refused.content
+    assert b"portal_node" not in refused.content
+
+
+def test_an_allow_list_admits_its_networks(settings):
+    settings.PORTAL_METRICS_ALLOW = env_networks("X_UNSET_FOR_TEST", "10.0.0.0/8")
+    assert get("10.1.2.3").status_code == 200
+    assert get("192.168.1.1").status_code == 403
+    assert get("127.0.0.1").status_code == 403
+
+
+@pytest.mark.parametrize("source", ["env", "file"])
+def test_a_bearer_token_admits_a_scraper_from_anywhere(settings, tmp_path, source):
+    if source == "env":
+        settings.PORTAL_METRICS_TOKEN = "s3cret-metrics-token"
+    else:
+        path = tmp_path / "metrics.token"
+        path.write_text("s3cret-metrics-token\n")
+        settings.PORTAL_METRICS_TOKEN_FILE = str(path)
+    assert get("10.1.2.3", token="s3cret-metrics-token").status_code == 200
+    missing = get("10.1.2.3")
+    assert missing.status_code == 401 and missing["WWW-Authenticate"].startswith("Bearer")
+    assert get("10.1.2.3", token="wrong").status_code == 401
+    assert get("127.0.0.1", token="wrong").status_code == 401  # a wrong token is never let through

@@ -18,7 +18,6 @@ from portal.nodes.policy import (
     cap_allows,
     decide,
     drain_cap,
-    expand_hostlist,
 )
 from slurm_plugins.findings import NODE_ACTIONS, xid_finding
 
@@ -132,13 +131,3 @@ def test_half_of_a_partition_faulting_at_once_drains_only_the_cap():
         drained += allowed
         verdicts.append(allowed)
     assert verdicts == [True, False, False, False]
-
-
-@pytest.mark.parametrize(("hostlist", "names"), [
-    ("gpu07", ["gpu07"]),
-    ("gpu[07-08]", ["gpu07", "gpu08"]),
-    ("gpu[01,03-04],cpu01", ["gpu01", "gpu03", "gpu04", "cpu01"]),
-    ("node[8-10]", ["node8", "node9", "node10"]),
-])
-def test_job_node_lists_are_expanded_like_slurm_does(hostlist, names):
-    assert expand_hostlist(hostlist) == names

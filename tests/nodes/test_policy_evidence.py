@@ -74,6 +74,18 @@ def test_jobs_of_two_users_failing_on_a_node_make_it_a_lemon(alice, bob):
     assert decisions["gpu03"] == (5, DRAIN)
 
 
+@pytest.mark.parametrize(("nodes_list", "node"), [("r[1-2]n[01-02]", "r2n02"), ("gpu[01-02]-ib", "gpu02-ib")])
+def test_lemon_detection_reads_multi_bracket_and_suffixed_node_lists(alice, bob, nodes_list, node):
+    # The policy once had its own hostlist parser that read "r[1-2]n[01-02]" as r1 r2 n01 n02.
+    team = Team.objects.create(name="vision")
+    for i, owner in enumerate([alice, alice, alice, bob, bob]):
+        Job.objects.create(owner=owner, team=team, name=f"j{i}", state="FAILED", end_time=timezone.now(),
+                           nodes_list=nodes_list)
+    Node.objects.create(name=node)
+    evidence, decision = decision_for(node)
+    assert (evidence.failed_jobs, evidence.failed_job_users, decision.action) == (5, 2, DRAIN)
+
+
 def test_one_users_failing_jobs_are_not_the_nodes_fault(alice):
     team = Team.objects.create(name="vision")
     for i in range(8):

@@ -9,6 +9,7 @@ import pytest
 from django.utils import timezone
 
 from portal.nodes.models import Finding, HealthReport, Node
+from portal.nodes.policy import Thresholds, alert_stale_reports
 from portal.nodes.services import sync_nodes
 from portal.nodes.views import present, state_word
 from portal.slurm import gateway
@@ -99,6 +100,20 @@ def test_health_shows_ok_findings_and_silence_with_their_age(world):
     assert re.search(r'class="health bad"[^>]*>2 findings 4\d s ago<', row(html, "gpu05"))
     assert re.search(r'class="health warn"[^>]*>no report for 5 min<', row(html, "gpu06"))
     assert "no report yet" in row(html, "gpu07")
+
+
+def test_the_page_calls_a_node_silent_exactly_when_the_policy_alerts(world, settings):
+    # One threshold (PORTAL_HEALTH_STALE_AFTER): the page once used its own 2 minutes against
+    # the policy's 5, so a node was "no report for 3 min" with no alert anywhere.
+    settings.PORTAL_HEALTH_STALE_AFTER_S = 300
+    report("gpu04", ago_s=180)
+    report("gpu05", ago_s=320)
+    html = client_for(world["admin"]).get("/nodes/").content.decode()
+    assert re.search(r'class="health ok"[^>]*>ok 3 min ago<', row(html, "gpu04"))
+    assert re.search(r'class="health warn"[^>]*>no report for 5 min<', row(html, "gpu05"))
+    now = timezone.now()
+    Node.objects.filter(name__in=["gpu04", "gpu05"]).update(last_seen=now)
+    assert alert_stale_reports(Thresholds.from_settings(), listed_since=now - timedelta(seconds=1)) == ["gpu05"]
 
 
 def _shown(client, **query) -> set[str]:

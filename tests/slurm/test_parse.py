@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
 from datetime import UTC, datetime
 
+import pytest
+
 from portal.slurm import parse
-from portal.slurm.types import gpu_count
+from portal.slurm.gres import gpu_count, gpu_type, gpu_types
+from portal.slurm.parse import expand_hostlist
 
 
 def test_gpu_count_sums_typed_and_untyped_gres():
@@ -14,6 +18,44 @@ def test_gpu_count_sums_typed_and_untyped_gres():
     assert gpu_count("gpu:2") == 2
     assert gpu_count("") == 0
     assert gpu_count("(null)") == 0
+
+
+def test_gpu_types_come_from_the_same_parser():
+    assert gpu_types("gpu:h100:4(S:0-1),gpu:a100:2,gpu:1,shard:8") == {"h100", "a100"}
+    assert gpu_type("gres/gpu:h100:2") == "h100"
+    assert gpu_type("gpu:2") == ""
+    assert gpu_count("gres/gpu:h100:2,gres:gpu:1") == 3
+
+
+# Forms Slurm itself prints or accepts; each is checked against `scontrol show hostnames` (real Slurm).
+HOSTLISTS = ["gpu01", "gpu[07-08]", "r[1-2]n[01-02]", "gpu[01,03-04],cpu01", "gpu[8-11]", "gpu[098-101]",
+             "n[01-02]-[1-2]", "gpu[01-02]-ib[1]", "rack1-[1-2]", "gpu1[0-2]", "node-a,node-b",
+             "gpu[1,2],cpu[01-02]", "gpu[01-02],gpu05", "r1n[01-02],r2n[01-02]"]
+
+
+def scontrol_hostnames(hostlist: str) -> list[str]:
+    out = subprocess.run(["scontrol", "show", "hostnames", hostlist], capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
+@pytest.mark.parametrize("hostlist", HOSTLISTS)
+def test_hostlists_expand_exactly_as_slurm_does(hostlist):
+    assert expand_hostlist(hostlist) == scontrol_hostnames(hostlist)
+
+
+@pytest.mark.parametrize("names", [["gpu01-ib", "gpu02-ib"], ["r1n01", "r1n02", "r2n01", "r2n02"],
+                                   ["gpu01", "gpu03", "gpu04", "cpu01"], ["gpu09", "gpu10", "gpu11"]])
+def test_what_slurm_compresses_expands_back_to_the_same_names(names):
+    compressed = subprocess.run(["scontrol", "show", "hostlist", ",".join(names)], capture_output=True, text=True,
+                                check=True).stdout.strip()
+    assert expand_hostlist(compressed) == names
+
+
+def test_a_suffix_after_a_bracket_is_kept():
+    # Slurm 22.05 writes such names out in full (gpu01-ib,gpu02-ib) and rejects this form, but
+    # newer releases and hand-written lists use it; the suffix belongs to every name.
+    assert expand_hostlist("gpu[01-02]-ib") == ["gpu01-ib", "gpu02-ib"]
+    assert expand_hostlist("") == expand_hostlist("(null)") == []
 
 
 def test_time_limits_parse_to_minutes():

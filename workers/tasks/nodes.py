@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from portal.nodes.policy import apply_node_policy, check_nodes
+from portal.nodes.retention import prune_health_reports
 from portal.nodes.services import sync_nodes
 from portal.slurm.errors import SlurmUnavailable
 
@@ -34,3 +35,11 @@ def check_nodes_task() -> dict:
     """The periodic node check (beat, every 10 s): sync, outages, stale sensors, the policy over all."""
     result = check_nodes()
     return {"down": result.down, "up": result.up, "stale": result.stale, "acted": result.acted}
+
+
+@shared_task
+def prune_health_reports_task() -> dict:
+    """Health report retention (beat, every minute): fold old raw reports into hourly summaries and
+    delete them, a bounded amount per run. Safe to run twice: a folded report is gone."""
+    result = prune_health_reports()
+    return {"summarised": result.summarised, "summaries_deleted": result.summaries_deleted, "more": result.more}
