@@ -24,8 +24,8 @@ from django.views.decorators.http import require_GET, require_POST
 from portal.jobs import access, states
 from portal.jobs.models import Job
 from portal.nodes import queries, services
-from portal.nodes.states import OUT_OF_SERVICE, STATE_ORDER, WORD_BADGE, state_word
 from portal.nodes.models import Node, NodeAction
+from portal.nodes.states import OUT_OF_SERVICE, STATE_ORDER, WORD_BADGE, state_word
 from portal.slurm.errors import SlurmError, SlurmNotFound, SlurmUnavailable
 from portal.slurm.types import NodeInfo, gpu_count
 
