@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from typing import TYPE_CHECKING
 
 from portal.jobs import states
@@ -75,3 +76,22 @@ def waiting_words(reason: str, ahead: QueueAhead | None) -> str:
     else:
         why = "Only your own jobs are ahead of it: it starts after them, as GPUs and nodes free up."
     return f"{why} Ahead of it: {ahead_words(ahead)}."
+
+
+def ending(state: str, exit_code: int | None, time_limit_min: int | None = None) -> str:
+    """How a job ended, for its page header and its timeline alike: "exit code 3",
+    "exit code 137 (killed by SIGKILL)", "timed out after 60 min (killed by SIGTERM)"."""
+    killed = f"killed by {_signal_name(exit_code - 128)}" if exit_code is not None and exit_code > 128 else ""
+    if state == "TIMEOUT":
+        words = f"timed out after {time_limit_min} min" if time_limit_min else "timed out"
+        return f"{words} ({killed})" if killed else words
+    if exit_code is None:
+        return ""
+    return f"exit code {exit_code} ({killed})" if killed else f"exit code {exit_code}"
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"

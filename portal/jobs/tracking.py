@@ -44,7 +44,7 @@ from django.db import connection, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from portal.jobs import list_cache, states
+from portal.jobs import explain, list_cache, states
 from portal.jobs.models import Job, JobEvent
 from portal.jobs.services import COMMENT_PREFIX
 from portal.slurm import gateway
@@ -397,8 +397,8 @@ def _timeline(pk: int, row: _Row, job: JobInfo) -> list[dict]:
 def _state_detail(job: JobInfo) -> str:
     if job.state == "RUNNING":
         return f"on {job.nodes}"
-    if job.finished and job.exit_code is not None:
-        return f"exit code {job.exit_code}"
+    if job.finished and (words := explain.ending(job.state, job.exit_code, job.time_limit_min)):
+        return words
     return job.reason
 
 
@@ -537,7 +537,7 @@ def _complete_from_accounting(result: TrackResult, vanished: list[_Row], *, ende
         record, moved = records[row.slurm_job_id], state != row.state
         params.append(_accounting_params(row, record, state, now if moved else None))
         if moved:
-            events.append(_event(row.pk, state, _accounting_detail(row, record)))
+            events.append(_event(row.pk, state, _accounting_detail(row, state, record)))
         result.finished += row.state in ACTIVE_STATES
     with transaction.atomic():
         _execute_json(_ACCOUNT_SQL, now, params)
@@ -597,9 +597,9 @@ def _accounting_params(row: _Row, record: AccountingRecord, state: str, moved_at
             "moved_at": moved_at}
 
 
-def _accounting_detail(row: _Row, record: AccountingRecord) -> str:
-    code = _accounting_exit_code(row, record)
-    return f"exit code {code} (from accounting)" if code is not None else "from accounting"
+def _accounting_detail(row: _Row, state: str, record: AccountingRecord) -> str:
+    words = explain.ending(state, _accounting_exit_code(row, record))
+    return f"{words} (from accounting)" if words else "from accounting"
 
 
 # ---------------------------------------------------------------- memo and lock in Redis

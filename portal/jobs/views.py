@@ -7,7 +7,6 @@ full page and its htmx polling endpoint render, so the two can never drift apart
 
 from __future__ import annotations
 
-import signal
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -274,23 +273,8 @@ def accounting_rows(job: Job) -> list[tuple[str, str]]:
 
 
 def ending_words(job: Job) -> str:
-    """How a finished job ended, in words the header and timeline agree on: "exit code 143 (killed by
-    SIGTERM)", "timed out after 60 min (killed by SIGTERM)"."""
-    code = job.exit_code
-    by_signal = f"killed by {_signal_name(code - 128)}" if code is not None and code > 128 else ""
-    if job.state == "TIMEOUT":
-        limit = f"timed out after {job.time_limit_min} min"
-        return f"{limit} ({by_signal})" if by_signal else limit
-    if code is None:
-        return ""
-    return f"exit code {code} ({by_signal})" if by_signal else f"exit code {code}"
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
+    """How a finished job ended, in the words its timeline uses too (explain.ending)."""
+    return explain.ending(job.state, job.exit_code, job.time_limit_min)
 
 
 def _status_context(request: HttpRequest, job: Job) -> dict:
