@@ -13,7 +13,7 @@ from django.http import HttpRequest, HttpResponse
 from ninja import Field, Header, Path, Query, Router, Schema, Status
 from pydantic import field_validator
 
-from portal.jobs import explain, list_cache, listing
+from portal.jobs import explain, list_cache, listing, states
 from portal.jobs.access import get_job_for_user
 from portal.jobs.forms import JobSubmitForm
 from portal.jobs.models import Job
@@ -26,9 +26,7 @@ router = Router(tags=["jobs"])
 MAX_ID = 2**63 - 1
 NAME_RE = r"^[A-Za-z0-9_.@-]{1,150}$"
 KEY_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
-STATES = {"PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL",
-          "OUT_OF_MEMORY", "PREEMPTED", "SUSPENDED", "REQUEUED", "COMPLETING", "BOOT_FAIL",
-          "DEADLINE", "SUBMIT_FAILED"}
+STATES = states.ALL - {states.UNCONFIRMED}
 
 
 class Error(Schema):

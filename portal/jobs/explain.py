@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-STATE_WORDS = {
-    "PENDING": "Waiting", "RUNNING": "Running", "COMPLETED": "Finished", "FAILED": "Failed",
-    "CANCELLED": "Cancelled", "TIMEOUT": "Ran out of time", "NODE_FAIL": "Node failed",
-    "OUT_OF_MEMORY": "Ran out of memory", "PREEMPTED": "Preempted", "SUSPENDED": "Suspended",
-    "REQUEUED": "Requeued", "COMPLETING": "Finishing", "CONFIGURING": "Starting",
-    "BOOT_FAIL": "Node failed to boot", "DEADLINE": "Missed its deadline",
-    "SUBMIT_FAILED": "Never queued", "": "Submitting",
-}
+import signal
+from typing import TYPE_CHECKING
+
+from portal.jobs import states
+
+if TYPE_CHECKING:
+    from portal.jobs.services import QueueAhead
 
 # Pending reasons (squeue %r) -> what a researcher should understand from them.
 REASON_WORDS = {
     "Resources": "Waiting for free GPUs or nodes: the cluster is busy.",
-    "Priority": "Other jobs are ahead in the queue (their teams have used less of their share).",
+    "Priority": "Other jobs with a higher priority are ahead of it in the queue.",
     "JobHeldUser": "Held by you or your team lead. Release it to let it run.",
     "JobHeldAdmin": "Held by an administrator.",
     "BeginTime": "Waiting for its start time. Requeued jobs wait a moment before they restart.",
@@ -39,8 +38,9 @@ REASON_WORDS = {
 }
 
 
-def state_words(state: str) -> str:
-    return STATE_WORDS.get(state, state.replace("_", " ").capitalize())
+def state_words(state: str, reason: str = "") -> str:
+    """The job state in plain words (see states.label)."""
+    return states.label(state, reason)
 
 
 def reason_words(reason: str) -> str:
@@ -48,3 +48,50 @@ def reason_words(reason: str) -> str:
     if not reason or reason == "None":
         return ""
     return REASON_WORDS.get(reason, f"Slurm says: {reason}")
+
+
+def _jobs(count: int, whose: str) -> str:
+    return f"{count} job{'s' if count != 1 else ''} {whose}"
+
+
+def ahead_words(ahead: QueueAhead) -> str:
+    """'2 jobs of your own, 1 job of your team and 3 jobs of other teams', or '' when none."""
+    parts = [_jobs(n, whose) for n, whose in ((len(ahead.own), "of your own"),
+                                              (ahead.team, "of your teammates"), (ahead.others, "of other teams"))
+             if n]
+    return ", ".join(parts[:-1]) + f" and {parts[-1]}" if len(parts) > 1 else "".join(parts)
+
+
+def waiting_words(reason: str, ahead: QueueAhead | None) -> str:
+    """Why a waiting job waits, from its reason and, when it competes for resources, the jobs ahead."""
+    if ahead is None or reason not in {"Priority", "Resources"}:
+        return reason_words(reason)
+    if not (ahead.own or ahead.team or ahead.others):
+        return "It is next in line: it starts as soon as enough GPUs or nodes are free."
+    if ahead.others:
+        why = ("Jobs of other teams with a higher priority are ahead of it (usually their teams have "
+               "used less of their share lately, or they have waited longer).")
+    elif ahead.team:
+        why = "Jobs of your own team are ahead of it: they were queued earlier or have a higher priority."
+    else:
+        why = "Only your own jobs are ahead of it: it starts after them, as GPUs and nodes free up."
+    return f"{why} Ahead of it: {ahead_words(ahead)}."
+
+
+def ending(state: str, exit_code: int | None, time_limit_min: int | None = None) -> str:
+    """How a job ended, for its page header and its timeline alike: "exit code 3",
+    "exit code 137 (killed by SIGKILL)", "timed out after 60 min (killed by SIGTERM)"."""
+    killed = f"killed by {_signal_name(exit_code - 128)}" if exit_code is not None and exit_code > 128 else ""
+    if state == "TIMEOUT":
+        words = f"timed out after {time_limit_min} min" if time_limit_min else "timed out"
+        return f"{words} ({killed})" if killed else words
+    if exit_code is None:
+        return ""
+    return f"exit code {exit_code} ({killed})" if killed else f"exit code {exit_code}"
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"

@@ -23,18 +23,15 @@ from operator import or_
 
 from django.db.models import Q
 
+from portal.jobs import states
 from portal.jobs.access import is_admin, led_team_ids, visible_jobs
 from portal.jobs.models import Job
-from portal.slurm.types import FINISHED_STATES
 
 JOB_SORTS = {"newest": ("-id",), "oldest": ("id",), "name": ("name", "id")}
-# Every non-final state Slurm 22.05 reports, plus "" for a row Slurm has not confirmed yet.
-# Listed (not "NOT IN finished") so the filter can use the state index.
-ACTIVE_STATES = ("", "PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED", "REQUEUE_FED",
-                 "REQUEUE_HOLD", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED", "RESV_DEL_HOLD",
-                 "POWER_UP_NODE", "UPDATE_DB", "LAUNCH_FAILED", "RECONFIG_FAIL")
-# SUBMIT_FAILED: the portal's own final state for a submission Slurm never queued.
-ENDED_STATES = (*sorted(FINISHED_STATES), "SUBMIT_FAILED")
+# Listed (not "NOT IN finished") so the filter can use the state index; "" is a row Slurm
+# has not confirmed yet, SUBMIT_FAILED one it never queued.
+ACTIVE_STATES = tuple(sorted(states.ACTIVE))
+ENDED_STATES = tuple(sorted(states.ENDED))
 # The job list reads only these columns: a page of 50 rows must not drag scripts along.
 LIST_COLUMNS = ("id", "slurm_job_id", "name", "state", "reason", "nodes", "gpus_per_node", "gpu_type",
                 "nodes_list", "submit_time", "start_time", "end_time", "elapsed_s", "time_limit_min",

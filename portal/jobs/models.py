@@ -44,9 +44,12 @@ class Job(models.Model):
     stdout_path = models.CharField(max_length=500, blank=True)
     stderr_path = models.CharField(max_length=500, blank=True)
 
-    # Filled from sacct once the job has ended.
+    # Filled from sacct once the job has ended (its last run; see AccountingRecord).
     elapsed_s = models.PositiveIntegerField(null=True, blank=True)
-    cpu_time_s = models.PositiveBigIntegerField(null=True, blank=True)
+    cpu_time_s = models.PositiveBigIntegerField(null=True, blank=True)  # allocated: elapsed x CPUs
+    total_cpu_s = models.FloatField(null=True, blank=True)  # used: user + system time
+    alloc_cpus = models.PositiveIntegerField(null=True, blank=True)
+    req_mem_mb = models.PositiveBigIntegerField(null=True, blank=True)  # the whole job's request
     max_rss_kb = models.PositiveBigIntegerField(null=True, blank=True)
     accounted = models.BooleanField(default=False)
 

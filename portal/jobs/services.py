@@ -19,12 +19,12 @@ from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from portal.jobs import list_cache
+from portal.jobs import list_cache, states
 from portal.jobs.access import can_control, can_manage_templates, member_teams
 from portal.jobs.models import Job, JobEvent, JobTemplate
 from portal.slurm import gateway
 from portal.slurm.errors import SlurmError, SlurmNotFound, SlurmRejected, SlurmUnavailable, TokenRefused
-from portal.slurm.types import JobSpec, PriorityFactors
+from portal.slurm.types import JobSpec, PriorityFactors, QueuedJob
 
 log = logging.getLogger(__name__)
 
@@ -182,29 +182,56 @@ def clone_initial(job: Job) -> dict:
 
 # ---------------------------------------------------------------- researcher web pages
 
-HELD_REASONS = frozenset({"JobHeldUser", "JobHeldAdmin", "launch failed requeued held"})
-
-
 def available_actions(job: Job) -> list[str]:
     """The controls that make sense in the job's current state, in display order."""
     if job.slurm_job_id is None:
         return []
     if job.state == "PENDING":
-        return ["release", "cancel"] if job.reason in HELD_REASONS else ["hold", "cancel"]
-    if job.state in {"RUNNING", "SUSPENDED", "CONFIGURING"}:
+        return ["release", "cancel"] if job.reason in states.HELD_REASONS else ["hold", "cancel"]
+    if job.state in states.ON_NODES:
         return ["requeue", "cancel"]
-    if job.state in {"COMPLETING", "REQUEUED"}:
+    if job.state in states.LEAVING:
         return ["cancel"]
     return []
 
 
+# Waiting jobs with these reasons compete for the next free resources; the others (held,
+# a start time, a dependency, their own team's limit) would not start now anyway.
+COMPETING_REASONS = frozenset({"", "Priority", "Resources"})
+
+
+@dataclass(frozen=True)
+class QueueAhead:
+    """Where a waiting job stands among the jobs competing in its partition."""
+
+    position: int                  # 1: next in line
+    waiting: int                   # competing waiting jobs in the partition, this one included
+    own: tuple[int, ...]           # the owner's own Slurm job ids ahead of it
+    team: int                      # other people's jobs of the same team ahead of it
+    others: int                    # other teams' jobs ahead of it
+
+
+def queue_ahead(job: Job, queue: list[QueuedJob]) -> QueueAhead | None:
+    """The jobs ahead of `job` in `queue` (Slurm's order), None if it is not in it."""
+    competing = [q for q in queue if q.reason in COMPETING_REASONS or q.job_id == job.slurm_job_id]
+    index = next((i for i, q in enumerate(competing) if q.job_id == job.slurm_job_id), None)
+    if index is None:
+        return None
+    ahead = competing[:index]
+    own = tuple(q.job_id for q in ahead if q.user == job.owner.username)
+    team = sum(1 for q in ahead if q.user != job.owner.username and q.account == job.team.name)
+    return QueueAhead(position=index + 1, waiting=len(competing), own=own, team=team,
+                      others=len(ahead) - len(own) - team)
+
+
 @dataclass(frozen=True)
 class QueueInsight:
-    """Why a pending job waits: Slurm's priority factors and its start estimate."""
+    """Why a pending job waits: Slurm's priority factors, its start estimate, the jobs ahead."""
 
     factors: PriorityFactors | None
     estimated_start: datetime | None
     unavailable: bool = False
+    ahead: QueueAhead | None = None
 
 
 QUEUE_INSIGHT_SECONDS = 5
@@ -213,7 +240,7 @@ QUEUE_INSIGHT_SECONDS = 5
 def queue_insight(job: Job) -> QueueInsight | None:
     """Live queue facts for a PENDING job (None for other jobs); never raises for Slurm trouble.
 
-    Cached for a few seconds: the job page polls every 2 s, and sprio is a CLI call.
+    Cached for a few seconds: the job page polls every 2 s, and sprio and squeue are CLI calls.
     """
     if job.state != "PENDING" or job.slurm_job_id is None:
         return None
@@ -221,8 +248,9 @@ def queue_insight(job: Job) -> QueueInsight | None:
     insight = cache.get(key)
     if insight is None:
         try:
-            insight = QueueInsight(gateway.job_priority(job.slurm_job_id),
-                                   gateway.get_job(job.slurm_job_id).estimated_start)
+            info = gateway.get_job(job.slurm_job_id)
+            insight = QueueInsight(gateway.job_priority(job.slurm_job_id), info.estimated_start,
+                                   ahead=queue_ahead(job, gateway.pending_queue(info.partition or job.partition)))
         except SlurmNotFound:
             insight = QueueInsight(None, None)
         except SlurmError:

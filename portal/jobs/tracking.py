@@ -44,7 +44,7 @@ from django.db import connection, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from portal.jobs import list_cache
+from portal.jobs import explain, list_cache, states
 from portal.jobs.models import Job, JobEvent
 from portal.jobs.services import COMMENT_PREFIX
 from portal.slurm import gateway
@@ -55,17 +55,12 @@ from portal.teams.models import Team
 
 log = logging.getLogger(__name__)
 
-SUBMIT_FAILED = "SUBMIT_FAILED"
+SUBMIT_FAILED = states.SUBMIT_FAILED
 SUBMIT_FAILED_REASON = "The portal stopped before Slurm confirmed this job; it was never queued."
 REQUEUED = "REQUEUED"
-FINAL_STATES = FINISHED_STATES | {SUBMIT_FAILED}
-# Every non-final state Slurm 22.05 prints (job_state_string). Listing them lets the
-# active-row query use the state index instead of scanning every finished job.
-ACTIVE_STATES = frozenset({
-    "PENDING", "RUNNING", "SUSPENDED", "COMPLETING", "CONFIGURING", "STAGE_OUT", "RESIZING",
-    "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "STOPPED", "SIGNALING", "RESV_DEL_HOLD",
-    "POWER_UP_NODE", "RECONFIG_FAIL", "UPDATE_DB", "LAUNCH_FAILED",
-})
+FINAL_STATES = states.ENDED
+# Listing the active states lets the active-row query use the state index.
+ACTIVE_STATES = states.SLURM_ACTIVE
 
 BUSY_WINDOW_S = 15          # keep sweeping this long after the queue last changed
 PROBE_MAX_JOBS = 500        # above this, a "yes" from the probe costs more than a sweep
@@ -403,8 +398,8 @@ def _timeline(pk: int, row: _Row, job: JobInfo) -> list[dict]:
 def _state_detail(job: JobInfo) -> str:
     if job.state == "RUNNING":
         return f"on {job.nodes}"
-    if job.finished and job.exit_code is not None:
-        return f"exit code {job.exit_code}"
+    if job.finished and (words := explain.ending(job.state, job.exit_code, job.time_limit_min)):
+        return words
     return job.reason
 
 
@@ -503,13 +498,18 @@ def _fail_stale_submissions(queued_tokens: set[str], result: TrackResult, now: d
 
 # ---------------------------------------------------------------- accounting from sacct
 
+# A job cancelled while waiting after a requeue keeps where and how long it last ran: sacct's
+# record carries the last attempt that ran, and the sweep has already blanked the nodes.
 _ACCOUNT_SQL = f"""
 UPDATE {_TABLE} AS j SET state = v.state, exit_code = v.exit_code, elapsed_s = v.elapsed_s,
-    cpu_time_s = v.cpu_time_s, max_rss_kb = v.max_rss_kb,
+    cpu_time_s = v.cpu_time_s, total_cpu_s = v.total_cpu_s, alloc_cpus = v.alloc_cpus,
+    req_mem_mb = v.req_mem_mb, max_rss_kb = v.max_rss_kb,
+    nodes_list = COALESCE(NULLIF(j.nodes_list, ''), v.nodes_list, ''),
     start_time = COALESCE(j.start_time, v.start_time), end_time = COALESCE(j.end_time, v.end_time),
     state_changed_at = COALESCE(v.moved_at, j.state_changed_at), accounted = true, updated_at = %s
 FROM json_to_recordset(%s::json) AS v(id bigint, state text, exit_code integer, elapsed_s integer,
-    cpu_time_s bigint, max_rss_kb bigint, start_time timestamptz, end_time timestamptz, moved_at timestamptz)
+    cpu_time_s bigint, total_cpu_s double precision, alloc_cpus integer, req_mem_mb bigint,
+    max_rss_kb bigint, nodes_list text, start_time timestamptz, end_time timestamptz, moved_at timestamptz)
 WHERE j.id = v.id AND NOT j.accounted"""  # noqa: S608 - our own table name; every value is a parameter
 
 
@@ -530,7 +530,7 @@ def _complete_from_accounting(result: TrackResult, vanished: list[_Row], *, ende
         record, moved = records[row.slurm_job_id], state != row.state
         params.append(_accounting_params(row, record, state, now if moved else None))
         if moved:
-            events.append(_event(row.pk, state, _accounting_detail(row, record)))
+            events.append(_event(row.pk, state, _accounting_detail(row, state, record)))
         result.finished += row.state in ACTIVE_STATES
     with transaction.atomic():
         _execute_json(_ACCOUNT_SQL, now, params)
@@ -581,15 +581,18 @@ def _accounting_exit_code(row: _Row, record: AccountingRecord) -> int | None:
 
 
 def _accounting_params(row: _Row, record: AccountingRecord, state: str, moved_at: datetime | None) -> dict:
+    ran = _ran(row, record)
     return {"id": row.pk, "state": state, "exit_code": _accounting_exit_code(row, record),
-            "elapsed_s": record.elapsed_s, "cpu_time_s": record.cpu_time_s, "max_rss_kb": record.max_rss_kb,
-            "start_time": record.start_time if _ran(row, record) else None, "end_time": record.end_time,
+            "elapsed_s": record.elapsed_s, "cpu_time_s": record.cpu_time_s, "total_cpu_s": record.total_cpu_s,
+            "alloc_cpus": record.alloc_cpus or None, "req_mem_mb": record.req_mem_mb,
+            "max_rss_kb": record.max_rss_kb, "nodes_list": record.nodes[:500] if ran else None,
+            "start_time": record.start_time if ran else None, "end_time": record.end_time,
             "moved_at": moved_at}
 
 
-def _accounting_detail(row: _Row, record: AccountingRecord) -> str:
-    code = _accounting_exit_code(row, record)
-    return f"exit code {code} (from accounting)" if code is not None else "from accounting"
+def _accounting_detail(row: _Row, state: str, record: AccountingRecord) -> str:
+    words = explain.ending(state, _accounting_exit_code(row, record))
+    return f"{words} (from accounting)" if words else "from accounting"
 
 
 # ---------------------------------------------------------------- memo and lock in Redis

@@ -24,7 +24,7 @@ from django.utils import timezone
 from django.utils.timesince import timesince
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from portal.jobs import access, explain, listing, services
+from portal.jobs import access, explain, listing, services, states
 from portal.jobs.forms import JobSubmitForm, JobTemplateForm
 from portal.jobs.models import Job, JobEvent, JobTemplate
 from portal.jobs.output import OutputChunk, OutputUnavailable, read_output
@@ -33,17 +33,13 @@ from portal.slurm.types import PriorityFactors
 from portal.teams.models import Team
 
 MAX_ID = 2**63 - 1
-ENDED = frozenset(listing.ENDED_STATES)
+ENDED = states.ENDED
 TAIL_LINES = 500
 STREAMS = ("stdout", "stderr")
 ACTION_LABELS = {"cancel": "Cancel", "hold": "Hold", "release": "Release", "requeue": "Requeue"}
 ACTION_DONE = {"cancel": "Cancel sent to Slurm.", "hold": "The job is held; it will not start until released.",
                "release": "Released: the job may start when resources are free.",
                "requeue": "Requeued: Slurm will stop the job and start it again."}
-# Badge colour per state; any state not listed (FAILED, TIMEOUT, NODE_FAIL, ...) is "bad".
-BADGES = {"": "neutral", "PENDING": "warn", "REQUEUED": "warn", "SUSPENDED": "warn", "RUNNING": "info",
-          "CONFIGURING": "info", "COMPLETING": "info", "COMPLETED": "ok", "CANCELLED": "neutral",
-          "PREEMPTED": "neutral"}
 
 
 def slurm_error_text(exc: SlurmError) -> str:
@@ -59,8 +55,7 @@ def slurm_error_text(exc: SlurmError) -> str:
 
 # ---------------------------------------------------------------- presentation helpers
 
-def badge(state: str) -> str:
-    return BADGES.get(state, "bad")
+badge = states.badge
 
 
 def duration(seconds: int | None) -> str:
@@ -106,7 +101,7 @@ def present(job: Job, now: datetime | None = None) -> JobRow:
     # A job cancelled while waiting has start == end in Slurm: it never ran, so show no time.
     elapsed = duration(seconds) if seconds or job.state == "RUNNING" else ""
     reason = explain.reason_words(job.reason) if job.state == "PENDING" else ""
-    return JobRow(job=job, state_label=explain.state_words(job.state), badge=badge(job.state),
+    return JobRow(job=job, state_label=states.label(job.state, job.reason), badge=badge(job.state),
                   gpus=job.nodes * job.gpus_per_node, reason_text=reason, submitted=ago(job.submit_time, now),
                   elapsed=elapsed, limit_pct=pct)
 
@@ -123,11 +118,11 @@ def timeline(job: Job, state_events: list[JobEvent]) -> list[Step]:
     """Submit, every state change the tracker saw, and start/end where no event covers them."""
     steps = [Step(job.submit_time, "Submitted", "neutral")] if job.submit_time else []
     seen = {event.name for event in state_events}
-    steps += [Step(e.at, explain.state_words(e.name), badge(e.name), e.detail) for e in state_events]
+    steps += [Step(e.at, states.label(e.name), badge(e.name), e.detail) for e in state_events]
     if job.start_time and "RUNNING" not in seen:
         steps.append(Step(job.start_time, "Started", "info"))
     if job.end_time and not seen & ENDED:
-        steps.append(Step(job.end_time, explain.state_words(job.state) or "Ended", badge(job.state)))
+        steps.append(Step(job.end_time, states.label(job.state) or "Ended", badge(job.state)))
     return sorted(steps, key=lambda step: step.at)
 
 
@@ -142,8 +137,9 @@ def _job_or_404(request: HttpRequest, job_id: int) -> Job:
 
 # ---------------------------------------------------------------- job list
 
-STATE_CHOICES = [("", "Any state"), ("active", "Active (waiting or running)"), ("finished", "Finished"),
-                 *((state, words) for state, words in explain.STATE_WORDS.items() if state)]
+STATE_CHOICES = [("", "Any state"), ("active", "Active (waiting or running)"),
+                 ("finished", "Ended (completed, failed, cancelled, ...)"),
+                 *((state, words) for state, words in states.LABELS.items() if state)]
 SORT_CHOICES = [("newest", "Newest first"), ("oldest", "Oldest first"), ("name", "By name")]
 
 
@@ -245,14 +241,40 @@ def factor_rows(factors: PriorityFactors | None) -> list[tuple[str, int, float, 
     return [(label, round(100 * points[name] / total), points[name], hint) for name, label, hint in FACTOR_HINTS]
 
 
+def cpu_duration(seconds: float) -> str:
+    """CPU time as sacct measures it, to the millisecond: a short job's 0.137 s must not read "0s"."""
+    return f"{seconds:.3g} s" if seconds < 60 else duration(round(seconds))
+
+
+def percent(part: float, whole: float) -> str:
+    return f"{100 * part / whole:.2f}%"  # seff's precision, so the two can be compared
+
+
 def accounting_rows(job: Job) -> list[tuple[str, str]]:
-    """What sacct measured, once the job has been accounted."""
+    """What sacct measured, once the job has been accounted: CPU and memory use and efficiency as seff
+    computes them (CPU: used / (elapsed x allocated CPUs); memory: largest step's MaxRSS / request)."""
     if not job.accounted:
         return []
-    rows = [("Elapsed", duration(job.elapsed_s)), ("CPU time", duration(job.cpu_time_s))]
+    rows = [("Elapsed", duration(job.elapsed_s))]
+    if job.total_cpu_s is not None:
+        rows.append(("CPU time used", cpu_duration(job.total_cpu_s)))
+    cpus = f" ({job.alloc_cpus} CPU{'s' if job.alloc_cpus != 1 else ''} \u00d7 elapsed)" if job.alloc_cpus else ""
+    rows.append(("CPU time allocated", f"{duration(job.cpu_time_s)}{cpus}"))
+    if job.total_cpu_s is not None and job.cpu_time_s:
+        rows.append(("CPU efficiency", percent(job.total_cpu_s, job.cpu_time_s)))
     if job.max_rss_kb is not None:
         rows.append(("Max memory (RSS)", filesizeformat(job.max_rss_kb * 1024)))
+    if job.req_mem_mb:
+        requested = filesizeformat(job.req_mem_mb * 1024 * 1024)
+        rows.append(("Memory efficiency", f"{percent(job.max_rss_kb / 1024, job.req_mem_mb)} of {requested}"
+                     if job.max_rss_kb is not None else f"not measured (of {requested} requested): the job "
+                     "ended before Slurm sampled its memory"))
     return rows
+
+
+def ending_words(job: Job) -> str:
+    """How a finished job ended, in the words its timeline uses too (explain.ending)."""
+    return explain.ending(job.state, job.exit_code, job.time_limit_min)
 
 
 def _status_context(request: HttpRequest, job: Job) -> dict:
@@ -261,7 +283,8 @@ def _status_context(request: HttpRequest, job: Job) -> dict:
     can_control = access.can_control(request.user, job)
     insight = services.queue_insight(job)
     return {
-        "job": job, "row": present(job), "reason_text": explain.reason_words(job.reason),
+        "job": job, "row": present(job), "ending": ending_words(job) if job.state in ENDED else "",
+        "reason_text": explain.waiting_words(job.reason, insight.ahead if insight else None),
         "timeline": timeline(job, [e for e in events if e.kind == JobEvent.Kind.STATE]),
         "audit": [e for e in events if e.kind == JobEvent.Kind.ACTION],
         "insight": insight, "factors": factor_rows(insight.factors if insight else None),

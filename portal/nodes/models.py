@@ -5,6 +5,8 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
+from portal.nodes.states import state_word
+
 
 class Node(models.Model):
     name = models.CharField(max_length=64, unique=True)
@@ -42,6 +44,11 @@ class Node(models.Model):
     @property
     def display_state(self) -> str:
         return "+".join([self.state, *self.flags]) if self.flags else self.state
+
+    @property
+    def state_label(self) -> tuple[str, str]:
+        """(plain words, badge colour), as every node page shows the state."""
+        return state_word(self.state, self.flags)
 
 
 class HealthReport(models.Model):

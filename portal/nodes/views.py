@@ -22,19 +22,15 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from portal.jobs import access, explain
+from portal.jobs import access, states
 from portal.jobs.models import Job
-from portal.jobs.views import badge as job_badge
 from portal.nodes import queries, services
 from portal.nodes.models import Node, NodeAction
+from portal.nodes.states import OUT_OF_SERVICE, STATE_ORDER, WORD_BADGE, state_word
 from portal.slurm.errors import SlurmError, SlurmNotFound, SlurmUnavailable
 from portal.slurm.types import NodeInfo, gpu_count
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-# Sensors report every few seconds to a few minutes; silence longer than this is worth a look.
-STATE_ORDER = ["idle", "partly used", "in use", "draining", "drained", "down", "not responding"]
-OUT_OF_SERVICE = {"draining", "drained", "down", "not responding"}
-BUSY = {"ALLOCATED", "MIXED", "COMPLETING"}
 
 
 def slurm_error_text(exc: SlurmError) -> str:
@@ -46,32 +42,6 @@ def slurm_error_text(exc: SlurmError) -> str:
 
 
 # ---------------------------------------------------------------- presentation helpers
-
-WORD_BADGE = {"idle": "ok", "partly used": "info", "in use": "info", "draining": "warn", "drained": "bad",
-              "down": "bad", "not responding": "bad"}
-
-
-def state_word(state: str, flags: list[str] | tuple[str, ...]) -> tuple[str, str]:
-    """Slurm's state and flags as (plain words, badge colour). Faults win over usage."""
-    word = _word(state, set(flags))
-    return word, WORD_BADGE.get(word, "neutral")
-
-
-USAGE_WORDS = {"IDLE": "idle", "MIXED": "partly used", "ALLOCATED": "in use", "COMPLETING": "in use"}
-
-
-def _word(state: str, flags: set[str]) -> str:
-    if state in {"DOWN", "FAIL"} or "FAIL" in flags:
-        return "down"
-    if "NOT_RESPONDING" in flags:
-        return "not responding"
-    if "DRAIN" in flags or state == "DRAINED":
-        # Jobs still running on it: it is on its way out rather than out.
-        return "draining" if state in BUSY or "COMPLETING" in flags else "drained"
-    if "COMPLETING" in flags:
-        return "in use"
-    return USAGE_WORDS.get(state) or state.lower().replace("_", " ") or "unknown"
-
 
 def short_age(seconds: float) -> str:
     seconds = max(0, int(seconds))
@@ -233,7 +203,8 @@ def chart_columns(bars: list[queries.HourBar]) -> list[dict]:
 def _job_lines(request: HttpRequest, node: Node, now: datetime) -> list[JobLine]:
     jobs = queries.recent_jobs_on(node, now)
     visible = set(access.visible_jobs(request.user).filter(pk__in=[j.pk for j in jobs]).values_list("pk", flat=True))
-    return [JobLine(job=j, visible=j.pk in visible, state_label=explain.state_words(j.state), badge=job_badge(j.state))
+    return [JobLine(job=j, visible=j.pk in visible, state_label=states.label(j.state, j.reason),
+                    badge=states.badge(j.state))
             for j in jobs]
 
 

@@ -30,6 +30,7 @@ from portal.slurm.types import (
     NodeInfo,
     PartitionInfo,
     PriorityFactors,
+    QueuedJob,
     QueueSweep,
 )
 
@@ -214,7 +215,8 @@ def accounting(job_ids: list[int]) -> list[AccountingRecord]:
     """sacct rows for finished or running jobs; unknown ids are simply absent."""
     if not job_ids:
         return []
-    out = cli(["sacct", "-a", "-n", "-P", "-j", ",".join(str(int(j)) for j in job_ids),
+    # -D: every attempt of a requeued job, so one cancelled while waiting again still shows where it ran.
+    out = cli(["sacct", "-a", "-n", "-P", "-D", "-j", ",".join(str(int(j)) for j in job_ids),
                "-o", parse.SACCT_FIELDS])
     return parse.accounting_from_sacct(out)
 
@@ -226,6 +228,13 @@ def job_priority(job_id: int) -> PriorityFactors | None:
     except (SlurmNotFound, SlurmRejected):
         return None  # held or no longer pending: sprio says it cannot find the job
     return parse.priority_from_sprio(out)
+
+
+def pending_queue(partition: str) -> list[QueuedJob]:
+    """A partition's waiting jobs in the order Slurm considers them: highest priority first,
+    then the older job id (the scheduler's own tie-break)."""
+    args = ["squeue", "-h", "-t", "PENDING", "-S", "-p,i", "-o", parse.QUEUE_FORMAT]
+    return parse.queue_from_squeue(cli([*args, "-p", partition] if partition else args))
 
 
 def ping() -> float:

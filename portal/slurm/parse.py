@@ -15,6 +15,7 @@ from portal.slurm.types import (
     NodeInfo,
     PartitionInfo,
     PriorityFactors,
+    QueuedJob,
 )
 
 # squeue's narrow sweep: cheap fields only (about 8 µs a job), separated by a byte no job
@@ -22,7 +23,11 @@ from portal.slurm.types import (
 SEP = "\x1f"
 SQUEUE_FIELDS = ["%i", "%T", "%N", "%u", "%a", "%r", "%P", "%V", "%S", "%e", "%l", "%j", "%k"]
 SQUEUE_FORMAT = SEP.join(SQUEUE_FIELDS)
-SACCT_FIELDS = "JobIDRaw,State,ExitCode,ElapsedRaw,CPUTimeRAW,MaxRSS,Start,End"
+# sacct -D (every attempt of a requeued job, oldest first, each followed by its steps).
+# TotalCPU is the CPU time used; CPUTimeRAW is the time allocated (elapsed x CPUs).
+SACCT_COLUMNS = ("id", "state", "exit", "elapsed", "cpu_alloc", "rss", "start", "end", "cpu_used", "cpus",
+                 "req_mem", "nodes")
+SACCT_FIELDS = "JobIDRaw,State,ExitCode,ElapsedRaw,CPUTimeRAW,MaxRSS,Start,End,TotalCPU,AllocCPUS,ReqMem,NodeList"
 
 # The tracker's sweep uses `squeue -O`: `-o` has no letter for the restart count or the exit
 # status. ":0" asks for the whole value (no 20-character truncation) and the text after it is
@@ -226,25 +231,88 @@ def _rss_kb(value: str) -> int | None:
     return int(value) // 1024 if value.isdigit() else None
 
 
+def cpu_seconds(value: str) -> float | None:
+    """sacct's TotalCPU: [D-][HH:]MM:SS[.mmm], e.g. 00:04.042 or 1-02:03:04."""
+    days, _, rest = value.rpartition("-")
+    try:
+        parts = [float(part) for part in rest.split(":")]
+    except ValueError:
+        return None
+    seconds = 0.0
+    for part in parts:
+        seconds = seconds * 60 + part
+    return seconds + 86400 * int(days) if days.isdigit() else seconds
+
+
+def _code_signal(value: str) -> tuple[int | None, int | None]:
+    code, _, sig = value.partition(":")
+    return (int(code) if code.isdigit() else None), (int(sig) if sig.isdigit() else None)
+
+
+def _attempt(row: dict[str, str]) -> dict:
+    """One job row of sacct -D: one attempt (a requeued job has one per run)."""
+    code, sig = _code_signal(row["exit"])
+    mem = row["req_mem"].rstrip("nc")  # older releases suffix per-node/per-CPU
+    return {"state": row["state"].split()[0], "exit_code": code, "signal": sig,
+            "elapsed_s": _int(row["elapsed"]), "cpu_time_s": _int(row["cpu_alloc"]),
+            "total_cpu_s": cpu_seconds(row["cpu_used"]), "alloc_cpus": _int(row["cpus"]),
+            "req_mem_mb": memory_mb(mem) or None, "max_rss_kb": None,
+            "nodes": "" if row["nodes"] in ("", "None assigned") else row["nodes"],
+            "start_time": cli_time(row["start"]), "end_time": cli_time(row["end"]), "step_signal": None}
+
+
+def _add_step(attempt: dict, row: dict[str, str]) -> None:
+    """MaxRSS lives on steps; so does the signal that ended a timed-out job (its job row says 0:0)."""
+    rss_kb = _rss_kb(row["rss"])
+    if rss_kb is not None and (attempt["max_rss_kb"] is None or rss_kb > attempt["max_rss_kb"]):
+        attempt["max_rss_kb"] = rss_kb
+    _, sig = _code_signal(row["exit"])
+    if sig and (attempt["step_signal"] is None or row["id"].endswith(".batch")):
+        attempt["step_signal"] = sig
+
+
+def _record(job_id: int, attempts: list[dict]) -> AccountingRecord:
+    last = attempts[-1]
+    ran = [a for a in attempts if a["nodes"] or a["elapsed_s"]]
+    shown = ran[-1] if ran and last not in ran else last
+    code, signal = last["exit_code"], last["signal"]
+    if not signal and not code and last["state"] != "COMPLETED":
+        signal = last["step_signal"]
+    if last is not shown:  # the last attempt never ran: it has no exit status of its own
+        code, signal = None, None
+    fields = {k: v for k, v in shown.items() if k not in {"state", "exit_code", "signal", "step_signal", "end_time"}}
+    return AccountingRecord(job_id=job_id, state=last["state"], exit_code=code, signal=signal,
+                            end_time=last["end_time"], attempts=len(attempts), **fields)
+
+
 def accounting_from_sacct(text: str) -> list[AccountingRecord]:
-    """Fold sacct's job and step rows into one record per job (MaxRSS lives on steps)."""
-    records: dict[int, dict] = {}
+    """Fold `sacct -D`'s attempts and steps into one record per job (see AccountingRecord)."""
+    attempts: dict[int, list[dict]] = {}
     for line in text.splitlines():
         cols = line.split("|")
-        if len(cols) != 8:
+        if len(cols) != len(SACCT_COLUMNS) or not cols[0].split(".")[0].isdigit():
             continue
-        raw_id, state, exit_code, elapsed, cpu, rss, start, end = cols
-        job_id = int(raw_id.split(".")[0])
-        rec = records.setdefault(job_id, {"max_rss_kb": None})
-        if "." not in raw_id:
-            code, _, sig = exit_code.partition(":")
-            rec.update(state=state.split()[0], exit_code=int(code) if code.isdigit() else None,
-                       signal=int(sig) if sig.isdigit() else None, elapsed_s=int(elapsed or 0),
-                       cpu_time_s=int(cpu or 0), start_time=cli_time(start), end_time=cli_time(end))
-        rss_kb = _rss_kb(rss)
-        if rss_kb is not None and (rec["max_rss_kb"] is None or rss_kb > rec["max_rss_kb"]):
-            rec["max_rss_kb"] = rss_kb
-    return [AccountingRecord(job_id=jid, **rec) for jid, rec in records.items() if "state" in rec]
+        row = dict(zip(SACCT_COLUMNS, cols, strict=True))
+        runs = attempts.setdefault(int(row["id"].split(".")[0]), [])
+        if "." not in row["id"]:
+            runs.append(_attempt(row))
+        elif runs:
+            _add_step(runs[-1], row)
+    return [_record(job_id, runs) for job_id, runs in attempts.items() if runs]
+
+
+QUEUE_FORMAT = SEP.join(["%i", "%u", "%a", "%Q", "%r"])
+
+
+def queue_from_squeue(text: str) -> list[QueuedJob]:
+    """`squeue -o QUEUE_FORMAT` lines as QueuedJobs, in squeue's order."""
+    jobs = []
+    for line in text.splitlines():
+        cols = line.split(SEP)
+        if len(cols) == 5 and cols[0].isdigit():
+            jobs.append(QueuedJob(job_id=int(cols[0]), user=cols[1], account=cols[2], priority=_int(cols[3]),
+                                  reason="" if cols[4] == "None" else cols[4]))
+    return jobs
 
 
 def priority_from_sprio(text: str) -> PriorityFactors | None:

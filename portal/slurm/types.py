@@ -115,17 +115,37 @@ class PartitionInfo:
 
 @dataclass(frozen=True)
 class AccountingRecord:
-    """A job's accounting row from sacct (finished jobs included)."""
+    """A job's accounting from sacct (finished jobs included), for its last attempt.
+
+    When the last attempt never ran (cancelled while pending after a requeue), the placement
+    and figures are those of the latest attempt that did: that is where and how long it ran.
+    """
 
     job_id: int
     state: str
     exit_code: int | None
     signal: int | None
     elapsed_s: int
-    cpu_time_s: int
-    max_rss_kb: int | None
+    cpu_time_s: int                 # allocated: CPUTimeRAW, elapsed x allocated CPUs
+    max_rss_kb: int | None          # the largest step's MaxRSS (needs the step sampled)
     start_time: datetime | None
     end_time: datetime | None
+    total_cpu_s: float | None = None   # used: TotalCPU, user + system time of every step
+    alloc_cpus: int = 0
+    req_mem_mb: int | None = None      # the job's whole request (ReqMem), all nodes
+    nodes: str = ""                    # where it ran; "" if it never did
+    attempts: int = 1                  # sacct rows for the job (1 + requeues it has seen)
+
+
+@dataclass(frozen=True)
+class QueuedJob:
+    """A waiting job as the queue-position view needs it."""
+
+    job_id: int
+    user: str
+    account: str
+    priority: int
+    reason: str
 
 
 @dataclass(frozen=True)

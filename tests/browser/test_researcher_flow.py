@@ -1,7 +1,7 @@
 """A researcher's day in a real browser: submit, watch it run live, read the output, cancel another.
 
 Everything is real: the live Django server, PostgreSQL, the Slurm cluster and the job tracker
-(in a thread). The page must move from Waiting/Running to Finished by itself, without a reload.
+(in a thread). The page must move from Waiting/Running to Completed by itself, without a reload.
 """
 
 from __future__ import annotations
@@ -73,14 +73,14 @@ def test_a_researcher_submits_watches_reads_and_cancels(browser, live_server, pe
     state = page.locator("#job-state")
     expect(state).to_have_text("Running", timeout=20_000)
     expect(page.locator("#job-status")).to_contain_text("gpu")  # the node it runs on
-    expect(state).to_have_text("Finished", timeout=30_000)
+    expect(state).to_have_text("Completed", timeout=30_000)
     expect(page.locator("#output-text")).to_contain_text(f"hello-from-{unique}", timeout=15_000)
     assert page.evaluate("window.__same_page") is True
     expect(page.locator("#job-status")).to_contain_text("exit code 0")
 
     # The job list shows it finished too.
     page.goto(f"{base}/jobs/")
-    expect(page.locator(f"#job-{job.pk} .badge")).to_have_text("Finished")
+    expect(page.locator(f"#job-{job.pk} .badge")).to_have_text("Completed")
 
     # A long job, cancelled from its page.
     long_job = _submit(page, base, f"browser-long-{unique}", "#!/bin/bash\nsleep 300\n", submitted)

@@ -62,7 +62,7 @@ def test_a_finished_job_shows_its_accounting_and_stops_polling(world):
     job = make_job(world["alice"], world["vision"], state="COMPLETED", exit_code=0, end_time=now,
                    elapsed_s=3725, cpu_time_s=7450, max_rss_kb=2 * 1024 * 1024, accounted=True)
     html = client_for(world["alice"]).get(f"/jobs/{job.pk}/").content.decode()
-    assert ">Finished<" in html
+    assert ">Completed<" in html
     assert "1h 02m" in html and "2h 04m" in html and "2.0\xa0GB" in html  # filesizeformat uses a no-break space
     status = html[html.index('id="job-status"'):]
     assert "hx-trigger" not in status[:200]
@@ -100,7 +100,9 @@ def test_a_job_waiting_for_resources_shows_slurms_priority_factors(world, slurm_
     html = client_for(world["alice"]).get(f"/jobs/{job.pk}/").content.decode()
     queue = html[html.index("Place in the queue"):html.index("Timeline")]
     assert "Fair share" in queue and "Age" in queue and "%</td>" in queue
-    assert "Waiting for free GPUs or nodes" in html
+    # Its place among the waiting jobs; the fillers ahead of it (if still waiting) are alice's own.
+    assert 'id="queue-position"' in queue and "Why it waits:" in html
+    assert "used less of their share" not in html or "other teams" in html
 
 
 def test_a_held_job_offers_release_not_hold(world, slurm_jobs, unique):

@@ -48,7 +48,7 @@ def test_pending_jobs_say_waiting_and_failed_ones_are_red(world):
     make_job(world["alice"], world["vision"], name="broken", state="FAILED", exit_code=1)
     html = client_for(world["alice"]).get("/jobs/").content.decode()
     assert 'class="badge warn"' in html and ">Waiting<" in html
-    assert 'title="Other jobs are ahead in the queue' in html  # why, in plain words, on hover
+    assert 'title="Other jobs with a higher priority are ahead' in html  # why, in plain words, on hover
     assert 'class="badge bad"' in html and ">Failed<" in html
 
 

@@ -86,20 +86,58 @@ def test_squeue_sweep_skips_malformed_lines():
 
 
 def test_sacct_rows_fold_steps_into_their_job():
+    # Columns: parse.SACCT_FIELDS.
     text = "\n".join([
-        "7|FAILED|3:0|65|130||2026-11-21T10:00:00|2026-11-21T10:01:05",
-        "7.batch|FAILED|3:0|65|130|2048K|2026-11-21T10:00:00|2026-11-21T10:01:05",
-        "7.0|COMPLETED|0:0|10|20|1.5M|2026-11-21T10:00:00|2026-11-21T10:00:10",
-        "8|CANCELLED by 1001|0:15|0|0||Unknown|2026-11-21T10:00:00",
+        "7|FAILED|3:0|65|130||2026-11-21T10:00:00|2026-11-21T10:01:05|00:02.500|2|1000M|gpu01",
+        "7.batch|FAILED|3:0|65|130|2048K|2026-11-21T10:00:00|2026-11-21T10:01:05|00:02.000|2||gpu01",
+        "7.0|COMPLETED|0:0|10|20|1.5M|2026-11-21T10:00:00|2026-11-21T10:00:10|00:00.500|2||gpu01",
+        "8|CANCELLED by 1001|0:15|0|0||Unknown|2026-11-21T10:00:00|00:00:00|1|1G|None assigned",
     ])
     records = {r.job_id: r for r in parse.accounting_from_sacct(text)}
     assert records[7].state == "FAILED"
     assert records[7].exit_code == 3
     assert records[7].max_rss_kb == 2048
     assert records[7].elapsed_s == 65
+    assert (records[7].total_cpu_s, records[7].cpu_time_s, records[7].alloc_cpus) == (2.5, 130, 2)
+    assert (records[7].req_mem_mb, records[7].nodes) == (1000, "gpu01")
     assert records[8].state == "CANCELLED"
     assert records[8].signal == 15
-    assert records[8].start_time is None
+    assert records[8].start_time is None and records[8].nodes == ""
+
+
+def test_sacct_cpu_time_reads_every_form():
+    assert parse.cpu_seconds("00:04.042") == 4.042
+    assert parse.cpu_seconds("01:02:03") == 3723
+    assert parse.cpu_seconds("1-00:00:01") == 86401
+    assert parse.cpu_seconds("") is None
+
+
+# What Slurm 22.05 printed here (sacct -D) for a job that ran 4 s, was requeued, then was
+# cancelled while waiting; and for a job killed at its time limit.
+REQUEUED_THEN_CANCELLED = """\
+23|REQUEUED|0:0|4|4||2026-11-30T23:45:15|2026-11-30T23:45:19|00:00.001|1|1G|gpu01
+23.batch|CANCELLED|0:15|4|4||2026-11-30T23:45:15|2026-11-30T23:45:19|00:00.001|1||gpu01
+23|CANCELLED by 1002|0:0|0|0||2026-11-30T23:45:21|2026-11-30T23:45:21|00:00:00|1|1G|None assigned
+"""
+TIMED_OUT = """\
+24|TIMEOUT|0:0|69|69||2026-11-30T23:45:45|2026-11-30T23:46:54|00:00.002|1|1G|gpu01
+24.batch|CANCELLED|0:15|69|69|3280K|2026-11-30T23:45:45|2026-11-30T23:46:54|00:00.002|1||gpu01
+"""
+
+
+def test_a_job_cancelled_while_waiting_after_a_requeue_keeps_its_last_run():
+    (record,) = parse.accounting_from_sacct(REQUEUED_THEN_CANCELLED)
+    assert (record.state, record.attempts) == ("CANCELLED", 2)
+    assert (record.nodes, record.elapsed_s) == ("gpu01", 4)
+    assert record.start_time == datetime(2026, 11, 30, 23, 45, 15).astimezone(UTC)
+    assert record.end_time == datetime(2026, 11, 30, 23, 45, 21).astimezone(UTC)
+    assert record.exit_code is None and record.signal is None  # the last attempt never ran
+
+
+def test_a_timed_out_job_takes_its_signal_from_the_batch_step():
+    (record,) = parse.accounting_from_sacct(TIMED_OUT)
+    assert (record.state, record.exit_code, record.signal) == ("TIMEOUT", 0, 15)
+    assert record.max_rss_kb == 3280
 
 
 def test_rest_job_times_are_utc_and_absent_when_not_reached():
