@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
 
 
 class ImproperlyConfiguredEnv(RuntimeError):
@@ -103,3 +104,15 @@ def env_optional_secret(name: str, *, default_file: Path) -> str:
         except OSError as exc:
             raise ImproperlyConfiguredEnv(f"{name}_FILE={str(path)!r}: {exc.strerror}") from None
     return ""
+
+
+def url_with_password(url: str, password: str) -> str:
+    """`url` with `password` filled in, unless it names credentials of its own.
+
+    Sites may write the password into each URL (or use an ACL user: redis://user:pw@host);
+    otherwise one password, kept in a file, serves the broker, results and cache URLs alike.
+    """
+    parts = urlsplit(url)
+    if not password or parts.password or parts.username:
+        return url
+    return urlunsplit(parts._replace(netloc=f":{quote(password, safe='')}@{parts.netloc}"))
