@@ -48,8 +48,17 @@ class SharedRotatingFileHandler(logging.handlers.RotatingFileHandler):
             self.stream = None   # reopened by emit()
 
 
-def file_handler(log_dir: str, name: str, *, max_bytes: int, backups: int) -> dict[str, Any]:
-    """A dictConfig handler entry for <log_dir>/<name>.log."""
+def file_handler(log_dir: str, name: str, formatter: str = "plain") -> dict[str, Any]:
+    """A dictConfig handler entry for <log_dir>/<name>.log, rotated at PORTAL_LOG_MAX_BYTES
+    (default 20 MB) keeping PORTAL_LOG_BACKUPS old files (default 5)."""
     Path(log_dir).mkdir(parents=True, exist_ok=True)
     return {"()": SharedRotatingFileHandler, "filename": str(Path(log_dir) / f"{name}.log"),
-            "max_bytes": max_bytes, "backup_count": backups, "formatter": "plain"}
+            "max_bytes": _env_int("PORTAL_LOG_MAX_BYTES", 20 * 1024 * 1024),
+            "backup_count": _env_int("PORTAL_LOG_BACKUPS", 5), "formatter": formatter}
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, str(default))
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{name}={raw!r}: expected a positive whole number")
+    return int(raw)

@@ -275,10 +275,7 @@ PORTAL_HEALTH_STALE_AFTER_S = env_int("PORTAL_HEALTH_STALE_AFTER", 300, minimum=
 LOG_DIR = env_str("PORTAL_LOG_DIR", "")
 _log_handlers: dict = {"console": {"class": "logging.StreamHandler", "formatter": "plain"}}
 if LOG_DIR:
-    _log_handlers["file"] = file_handler(
-        LOG_DIR, env_str("PORTAL_LOG_NAME", "portal"),
-        max_bytes=env_int("PORTAL_LOG_MAX_BYTES", 20 * 1024 * 1024, minimum=1024),
-        backups=env_int("PORTAL_LOG_BACKUPS", 5, minimum=1))
+    _log_handlers["file"] = file_handler(LOG_DIR, env_str("PORTAL_LOG_NAME", "portal"))
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
