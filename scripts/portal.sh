@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=.venv/bin
 RUN=var/run LOG=${PORTAL_LOG_DIR:-$PWD/var/log}
-mkdir -p "$RUN" "$LOG"
+mkdir -p "$RUN"
+install -d -m 750 "$LOG"   # tracebacks may show request data: not for every user
 export PORTAL_LOG_DIR=$LOG
 # Workers' statements may run longer than a web request's (the tracker's sweep, the node
 # check), so they get their own database timeouts (settings: PORTAL_DB_*_TIMEOUT).
