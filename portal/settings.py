@@ -186,6 +186,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_timeout": max(REDIS_TIMEOUT_S, 2.0),
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2,
                                     "interval_max": 0.2}
 CELERY_REDIS_SOCKET_TIMEOUT = REDIS_TIMEOUT_S
+# The result backend subscribes to a task's result when the task is sent, and retried 20
+# times: with Redis frozen a hand-off held a web request for 63 s; now at most about 6 s
+# (tests/core/test_deploy_services.py). The backend reconnects at the next call.
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"retry_policy": {"max_retries": 0}}
 CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = REDIS_TIMEOUT_S
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True

@@ -7,6 +7,7 @@ scripts/services.sh runs the project's own PostgreSQL and Redis; a job runs as i
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 
 import pytest
@@ -150,3 +151,31 @@ def test_a_port_taken_by_another_postgresql_is_named(deployment):
         assert f"127.0.0.1:{deployment.pg_port} is taken by another PostgreSQL" in proc.stderr
     finally:
         other.destroy()
+
+
+def test_a_frozen_redis_costs_the_cache_and_a_task_hand_off_seconds_not_a_hang(deployment):
+    """Redis stopped (SIGSTOP: connections are accepted by the kernel, never answered): the
+    cache gives up after PORTAL_REDIS_TIMEOUT (2 s); a task hand-off (result subscription, then
+    the publish, tried twice) within a few of those. It took 63 s with Celery's defaults."""
+    code = ("import time\n"
+            "from django.core.cache import cache\n"
+            "from workers.celery import app\n"
+            "for name, call in (('cache', lambda: cache.get('k')),\n"
+            "                   ('publish', lambda: app.send_task('workers.tasks.none'))):\n"
+            "    start = time.monotonic()\n"
+            "    try:\n"
+            "        call()\n"
+            "    except Exception as exc:\n"
+            "        print(name, round(time.monotonic() - start, 1), type(exc).__name__)\n")
+    pid = int((deployment.var / "redis/redis.pid").read_text())
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        proc = deployment.manage("shell", "-c", code)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert proc.returncode == 0, proc.stderr
+    took = {line.split()[0]: float(line.split()[1]) for line in proc.stdout.splitlines()
+            if line.split()[:1] in (["cache"], ["publish"])}
+    assert set(took) == {"cache", "publish"}, proc.stdout
+    assert took["cache"] < 3
+    assert took["publish"] < 8
