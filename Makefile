@@ -14,14 +14,15 @@ APT_PACKAGES := slurmctld slurmd slurm-client slurmdbd slurmrestd slurm-wlm-jwt-
 	mariadb-server mariadb-client postgresql postgresql-client redis-server redis-tools \
 	python3-venv python3-dev curl ca-certificates chromium
 
-.PHONY: help deps venv assets services cluster db setup test lint demo stop seed
+.PHONY: help deps venv assets services stop-services cluster db setup test lint demo stop seed
 
 help:
 	@echo "make demo   install everything, start cluster + services + portal on http://127.0.0.1:8000"
 	@echo "make test   install everything, start cluster + services, run ruff and pytest"
-	@echo "make stop   stop what demo started (portal, worker, beat, cluster)"
+	@echo "make stop   stop what demo started (portal, worker, beat, cluster); PostgreSQL and Redis stay up"
+	@echo "make stop-services   stop the project's PostgreSQL and Redis too"
 
-# ---- system packages (Debian 12), only when something is missing
+# ---- system packages (Debian 12 or 13), only when something is missing
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
 		| grep -q 'install ok installed' || echo $$p; done); \
@@ -45,15 +46,23 @@ node_modules/.installed: package.json package-lock.json | deps
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-# ---- PostgreSQL and Redis: started where they are not running
+# ---- The project's own PostgreSQL (127.0.0.1:5433) and Redis (127.0.0.1:6390), data in var/,
+# passwords generated in var/ (mode 600). Not the machine's servers: Debian's trust local
+# connections and have no password, so every job could read the portal's data.
 services: deps
-	@scripts/services.sh
+	@scripts/services.sh start
+
+# `make stop` leaves them running, like any database server; this stops them.
+stop-services:
+	@scripts/services.sh stop
 
 cluster: deps
 	./cluster/ctl up
 
 db: venv assets services
-	$(PY) manage.py migrate --noinput
+	@# No statement or lock timeouts (settings' defaults are for web requests): a migration may
+	@# rewrite a big table.
+	PORTAL_DB_STATEMENT_TIMEOUT=0 PORTAL_DB_LOCK_TIMEOUT=0 $(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput -v 0
 
 seed: db cluster

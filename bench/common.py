@@ -52,11 +52,13 @@ def ensure_database(name: str) -> dict[str, str]:
     env = {**os.environ, "PORTAL_DB_NAME": name, "DJANGO_SETTINGS_MODULE": "portal.settings"}
     if not name.isidentifier():
         raise ValueError(f"bench database names are plain identifiers, not {name!r}")
-    exists = subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-tAc",
-                             f"select 1 from pg_database where datname='{name}'"],  # noqa: S608 - checked above
-                            capture_output=True, text=True, check=True).stdout.strip()
-    if exists != "1":
-        subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", name], check=True)
+    # As the portal's own role (CREATEDB), through settings: no superuser, no password typed.
+    create = ("import django; django.setup()\n"  # noqa: S608 - name is an identifier, checked above
+              "from django.db import connection\n"
+              "with connection._nodb_cursor() as cur:\n"
+              f"    cur.execute('select 1 from pg_database where datname = %s', [{name!r}])\n"
+              f"    cur.fetchone() or cur.execute('create database \"{name}\"')\n")
+    subprocess.run([PY, "-c", create], cwd=ROOT, env=env, check=True)
     subprocess.run([PY, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
     return env
 

@@ -10,6 +10,7 @@ import ipaddress
 import os
 import secrets
 from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
 
 
 class ImproperlyConfiguredEnv(RuntimeError):
@@ -113,3 +114,15 @@ def env_networks(name: str, default: str) -> tuple:
         return tuple(ipaddress.ip_network(item.strip(), strict=False) for item in raw.split(",") if item.strip())
     except ValueError as exc:
         raise ImproperlyConfiguredEnv(f"{name}={raw!r}: {exc}") from None
+
+
+def url_with_password(url: str, password: str) -> str:
+    """`url` with `password` filled in, unless it names credentials of its own.
+
+    Sites may write the password into each URL (or use an ACL user: redis://user:pw@host);
+    otherwise one password, kept in a file, serves the broker, results and cache URLs alike.
+    """
+    parts = urlsplit(url)
+    if not password or parts.password or parts.username:
+        return url
+    return urlunsplit(parts._replace(netloc=f":{quote(password, safe='')}@{parts.netloc}"))

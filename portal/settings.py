@@ -18,7 +18,10 @@ from portal.env import (
     env_optional_secret,
     env_secret,
     env_str,
+    url_with_password,
 )
+from portal.logfiles import FORMAT as LOG_FORMAT
+from portal.logfiles import file_handler
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("PORTAL_VAR_DIR", str(BASE_DIR / "var")))
@@ -88,24 +91,53 @@ TEMPLATES = [
     },
 ]
 
+# ---- PostgreSQL: the project's own instance (scripts/services.sh), as the unprivileged role
+# `portal` with a generated password kept in var/db_password (mode 600). Sites set
+# PORTAL_DB_* (and PORTAL_DB_PASSWORD or PORTAL_DB_PASSWORD_FILE) for their own server.
+# Timeouts, so that a stalled or locked database ends a request with an error instead of holding
+# it: libpq's connect_timeout (it counts whole seconds, at least 2) and, per statement, the
+# server's statement_timeout and lock_timeout. Workers run longer statements (the tracker's
+# sweep over every active job), so scripts/portal.sh gives them their own values.
+DB_CONNECT_TIMEOUT_S = env_int("PORTAL_DB_CONNECT_TIMEOUT", 3, minimum=2)
+DB_STATEMENT_TIMEOUT_MS = round(1000 * env_float("PORTAL_DB_STATEMENT_TIMEOUT", 10.0))
+DB_LOCK_TIMEOUT_MS = round(1000 * env_float("PORTAL_DB_LOCK_TIMEOUT", 5.0))
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.postgresql",
         "NAME": env_str("PORTAL_DB_NAME", "portal"),
-        "USER": env_str("PORTAL_DB_USER", "postgres"),
+        "USER": env_str("PORTAL_DB_USER", "portal"),
         "PASSWORD": env_optional_secret("PORTAL_DB_PASSWORD", default_file=VAR_DIR / "db_password"),
         "HOST": env_str("PORTAL_DB_HOST", "127.0.0.1"),
-        "PORT": env_int("PORTAL_DB_PORT", 5432),
+        "PORT": env_int("PORTAL_DB_PORT", 5433),
         "CONN_MAX_AGE": env_int("PORTAL_DB_CONN_MAX_AGE", 60, minimum=0),
+        "OPTIONS": {
+            "connect_timeout": DB_CONNECT_TIMEOUT_S,
+            "options": f"-c statement_timeout={DB_STATEMENT_TIMEOUT_MS} -c lock_timeout={DB_LOCK_TIMEOUT_MS}",
+        },
     }
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-REDIS_URL = env_str("PORTAL_REDIS_URL", "redis://127.0.0.1:6379/0")
+# ---- Redis: the project's own instance on 127.0.0.1:6390, with a password (var/redis_password,
+# mode 600). The password is filled into each URL below that carries no credentials of its own.
+REDIS_PASSWORD = env_optional_secret("PORTAL_REDIS_PASSWORD", default_file=VAR_DIR / "redis_password")
+REDIS_PORT = env_int("PORTAL_REDIS_PORT", 6390, minimum=1)
+# Seconds a Redis connect or command may take: a stalled broker or cache must cost a request
+# this long at most, never hold it (see the cache and Celery options below).
+REDIS_TIMEOUT_S = env_float("PORTAL_REDIS_TIMEOUT", 2.0)
+
+
+def _redis_url(name: str, db: int, default: str | None = None) -> str:
+    url = env_str(name, default or f"redis://127.0.0.1:{REDIS_PORT}/{db}")
+    return url_with_password(url, REDIS_PASSWORD)
+
+
+REDIS_URL = _redis_url("PORTAL_REDIS_URL", 0)
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
-        "LOCATION": env_str("PORTAL_CACHE_URL", "redis://127.0.0.1:6379/2"),
+        "LOCATION": _redis_url("PORTAL_CACHE_URL", 2),
+        "OPTIONS": {"socket_timeout": REDIS_TIMEOUT_S, "socket_connect_timeout": REDIS_TIMEOUT_S},
     }
 }
 
@@ -143,8 +175,23 @@ CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 # this is the longest a page may live even so. 0 turns the cache off.
 JOB_LIST_CACHE_SECONDS = env_int("PORTAL_JOB_LIST_CACHE_SECONDS", 30, minimum=0)
 
-CELERY_BROKER_URL = env_str("PORTAL_BROKER_URL", REDIS_URL)
-CELERY_RESULT_BACKEND = env_str("PORTAL_RESULT_BACKEND", "redis://127.0.0.1:6379/1")
+CELERY_BROKER_URL = _redis_url("PORTAL_BROKER_URL", 0, env_str("PORTAL_REDIS_URL", ""))
+CELERY_RESULT_BACKEND = _redis_url("PORTAL_RESULT_BACKEND", 1)
+# A frozen broker must not hold a web request that hands work to Celery: connects and commands
+# give up after REDIS_TIMEOUT_S, and a publish is retried once, not three times (the work is in
+# the database already; the periodic checks pick it up). The consumer's BRPOP waits 1 s, below
+# the socket timeout.
+CELERY_BROKER_CONNECTION_TIMEOUT = REDIS_TIMEOUT_S
+CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_timeout": max(REDIS_TIMEOUT_S, 2.0),
+                                   "socket_connect_timeout": REDIS_TIMEOUT_S}
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2,
+                                    "interval_max": 0.2}
+CELERY_REDIS_SOCKET_TIMEOUT = REDIS_TIMEOUT_S
+# The result backend subscribes to a task's result when the task is sent, and retried 20
+# times: with Redis frozen a hand-off held a web request for 63 s; now at most about 6 s
+# (tests/core/test_deploy_services.py). The backend reconnects at the next call.
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"retry_policy": {"max_retries": 0}}
+CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = REDIS_TIMEOUT_S
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -250,10 +297,20 @@ if PORTAL_HEALTH_KEEP_DAYS * 86400 < PORTAL_HEALTH_MAX_SPOOL_AGE_S:
         f"{PORTAL_HEALTH_MAX_SPOOL_AGE_S} s: a replayed spooled report could be stored twice")
 # ---- end of health policy
 
+# ---- Logs: to stderr, and with PORTAL_LOG_DIR set (scripts/portal.sh sets var/log) also to
+# <dir>/<PORTAL_LOG_NAME>.log, one file per process kind (web, worker, beat), rotated by size.
+# A daemonised gunicorn sends stderr to /dev/null, so without the file Django's tracebacks of
+# 500s were lost.
+LOG_DIR = env_str("PORTAL_LOG_DIR", "")
+_log_handlers: dict = {"console": {"class": "logging.StreamHandler", "formatter": "plain"}}
+if LOG_DIR:
+    _log_handlers["file"] = file_handler(LOG_DIR, env_str("PORTAL_LOG_NAME", "portal"))
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("PORTAL_LOG_LEVEL", "INFO")},
+    "formatters": {"plain": {"format": LOG_FORMAT}},
+    "handlers": _log_handlers,
+    "root": {"handlers": list(_log_handlers), "level": env_str("PORTAL_LOG_LEVEL", "INFO")},
 }
+# Celery would replace the root logger's handlers with its own (--logfile, never rotated).
+CELERY_WORKER_HIJACK_ROOT_LOGGER = not LOG_DIR

@@ -1,28 +1,38 @@
 #!/usr/bin/env bash
 # Start or stop the demo's portal processes: gunicorn on 127.0.0.1:8000, a Celery worker and
-# Celery beat. Pid files and logs live in var/run and var/log; stop touches only those pids.
+# Celery beat. Pid files live in var/run; stop touches only those pids. Logs go to var/log, one
+# file per process kind, rotated by size (web.log: Django and gunicorn errors; web-access.log;
+# worker.log; beat.log), through settings' LOGGING with PORTAL_LOG_DIR set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=.venv/bin
-RUN=var/run LOG=var/log
-mkdir -p "$RUN" "$LOG"
+RUN=var/run LOG=${PORTAL_LOG_DIR:-$PWD/var/log}
+mkdir -p "$RUN"
+install -d -m 750 "$LOG"   # tracebacks may show request data: not for every user
+export PORTAL_LOG_DIR=$LOG
+# Workers' statements may run longer than a web request's (the tracker's sweep, the node
+# check), so they get their own database timeouts (settings: PORTAL_DB_*_TIMEOUT).
+WORKER_DB_TIMEOUTS=(PORTAL_DB_STATEMENT_TIMEOUT="${PORTAL_WORKER_DB_STATEMENT_TIMEOUT:-60}"
+                    PORTAL_DB_LOCK_TIMEOUT="${PORTAL_WORKER_DB_LOCK_TIMEOUT:-30}")
 BIND=${PORTAL_BIND:-127.0.0.1:8000}
 WEB_WORKERS=${PORTAL_WEB_WORKERS:-$(( $(nproc) * 2 + 1 ))}
 
 alive() { [ -s "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
 
 start() {
-  alive worker || $VENV/celery -A workers.celery worker --detach --loglevel INFO \
-      --concurrency 2 --pidfile "$RUN/worker.pid" --logfile "$LOG/worker.log" -Q "${PORTAL_CELERY_QUEUE:-portal}"
-  alive beat || $VENV/celery -A workers.celery beat --detach --loglevel INFO \
-      --pidfile "$RUN/beat.pid" --logfile "$LOG/beat.log" --schedule "$RUN/beat-schedule"
+  # No --logfile: Celery's file would never rotate; settings' LOGGING writes worker.log/beat.log.
+  alive worker || env PORTAL_LOG_NAME=worker "${WORKER_DB_TIMEOUTS[@]}" $VENV/celery -A workers.celery \
+      worker --detach --loglevel INFO --concurrency 2 --pidfile "$RUN/worker.pid" -Q "${PORTAL_CELERY_QUEUE:-portal}"
+  alive beat || env PORTAL_LOG_NAME=beat "${WORKER_DB_TIMEOUTS[@]}" $VENV/celery -A workers.celery \
+      beat --detach --loglevel INFO --pidfile "$RUN/beat.pid" --schedule "$RUN/beat-schedule"
   # Processes rather than threads: requests are mostly Python, and threads of one process
   # contend for its GIL. Measured with submits arriving at 50 a second: 2 threads per worker
   # cost 22 ms of CPU per submit against 14 with one, and p95 went from 55 ms to 1.2 s.
   # --keep-alive 10: live pages poll every second or two, and gunicorn's default (2 s) would
   # close many of their connections between two polls.
-  alive web || $VENV/gunicorn portal.wsgi:application --daemon --bind "$BIND" --workers "$WEB_WORKERS" \
-      --threads 1 --keep-alive 10 --pid "$RUN/web.pid" --access-logfile "$LOG/web-access.log" --error-logfile "$LOG/web.log"
+  # --config: gunicorn's own error and access logs go to rotated files (scripts/gunicorn.conf.py).
+  alive web || PORTAL_LOG_NAME=web $VENV/gunicorn portal.wsgi:application --config scripts/gunicorn.conf.py \
+      --daemon --bind "$BIND" --workers "$WEB_WORKERS" --threads 1 --keep-alive 10 --pid "$RUN/web.pid"
   for _ in $(seq 100); do
     curl -fs -o /dev/null "http://$BIND/accounts/login/" && { echo "portal: serving on http://$BIND"; return; }
     sleep 0.2
