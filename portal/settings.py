@@ -103,7 +103,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env_str("PORTAL_REDIS_URL", "redis://127.0.0.1:6379/0")
 CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        # A Redis that fails or stalls is a cache miss, never an error (portal/core/cache.py).
+        "BACKEND": "portal.core.cache.ForgivingRedisCache",
         "LOCATION": env_str("PORTAL_CACHE_URL", "redis://127.0.0.1:6379/2"),
     }
 }
@@ -224,6 +225,29 @@ PORTAL_HEALTH_ALERT_REPEAT_S = env_int("PORTAL_HEALTH_ALERT_REPEAT", 600, minimu
 # A responding node whose sensor has been silent this long (s) is alerted on: its checks stopped.
 PORTAL_HEALTH_STALE_AFTER_S = env_int("PORTAL_HEALTH_STALE_AFTER", 300, minimum=10)
 # ---- end of health policy
+
+# ---- liveness (portal/core/liveness.py: /healthz and /metrics)
+# Every Redis call of the portal (cache, broker publish, job-list pages, tracker lock) gives up
+# after this many seconds: a stalled Redis costs a request at most this, never a hung worker.
+PORTAL_REDIS_TIMEOUT_S = env_float("PORTAL_REDIS_TIMEOUT", 1.0)
+if PORTAL_REDIS_TIMEOUT_S <= 0:
+    raise ImproperlyConfiguredEnv(f"PORTAL_REDIS_TIMEOUT={PORTAL_REDIS_TIMEOUT_S}: expected seconds > 0")
+# The same bound for Celery's broker and result connections (publishes from the web process;
+# the worker's BRPOP waits in its event loop, not on the socket timeout).
+_REDIS_TIMEOUTS = {"socket_timeout": PORTAL_REDIS_TIMEOUT_S, "socket_connect_timeout": PORTAL_REDIS_TIMEOUT_S}
+CELERY_BROKER_TRANSPORT_OPTIONS = dict(_REDIS_TIMEOUTS)
+CELERY_BROKER_CONNECTION_TIMEOUT = PORTAL_REDIS_TIMEOUT_S
+CELERY_REDIS_SOCKET_TIMEOUT = PORTAL_REDIS_TIMEOUT_S
+CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = PORTAL_REDIS_TIMEOUT_S
+# /healthz is 503 when the newest heartbeat of a part is older than this (seconds). The worker
+# and beat beat every few seconds, the tracker each cycle (1 s), the node check every 10 s.
+PORTAL_LIVENESS_STALE_S = {
+    "worker": env_float("PORTAL_LIVENESS_WORKER_STALE", 30.0),
+    "beat": env_float("PORTAL_LIVENESS_BEAT_STALE", 30.0),
+    "tracker": env_float("PORTAL_LIVENESS_TRACKER_STALE", 30.0),
+    "node_check": env_float("PORTAL_LIVENESS_NODE_CHECK_STALE", 60.0),
+}
+# ---- end of liveness
 
 LOGGING = {
     "version": 1,

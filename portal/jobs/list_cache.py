@@ -25,23 +25,21 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import Callable, Iterable
-from functools import lru_cache
 
 import redis
 from django.conf import settings
 from django.db import connection
 
+from portal.core.cache import cache_client
 from portal.jobs.listing import JobFilters, scopes
 
 VERSIONS_TTL_S = 7 * 24 * 3600
 log = logging.getLogger(__name__)
 
 
-@lru_cache(maxsize=1)
 def _redis() -> redis.Redis:
     # Short timeouts: a hung Redis must cost a poll a second at most, not the request.
-    return redis.Redis.from_url(settings.CACHES["default"]["LOCATION"], socket_timeout=1,
-                                socket_connect_timeout=1)
+    return cache_client()
 
 
 def _prefix() -> str:
