@@ -3,8 +3,10 @@
 Redis frozen for a minute once hung every gunicorn worker: redis-py waits forever by
 default. Every client here gives up after PORTAL_REDIS_TIMEOUT_S (connect and each reply).
 A cache that fails is a miss: callers read the database, and writes are dropped (their
-entries expire on their own). Counters (incr) and has_key still raise, so code that needs a
-real answer from Redis (e.g. a throttle) sees the error and answers 503.
+entries expire on their own). After a failure the cache is skipped for DOWN_S, so an
+outage costs a process one timeout every few seconds, not one per cache call. Counters
+(incr) and has_key still raise, so code that needs a real answer from Redis (e.g. a
+throttle) sees the error and answers 503.
 """
 
 from __future__ import annotations
@@ -20,9 +22,30 @@ from django.core.cache.backends.base import DEFAULT_TIMEOUT
 from django.core.cache.backends.redis import RedisCache
 
 log = logging.getLogger(__name__)
-# One warning per this many seconds and process: an outage must not flood the log.
-WARN_EVERY_S = 10.0
-_last_warned = 0.0
+DOWN_S = 5.0
+
+
+class Breaker:
+    """Process-wide memory of a failed dependency: after a failure, skip it for `down_s`."""
+
+    def __init__(self, name: str, down_s: float = DOWN_S) -> None:
+        self.name, self.down_s, self._until = name, down_s, 0.0
+
+    @property
+    def open(self) -> bool:
+        return time.monotonic() < self._until
+
+    def trip(self, what: str, exc: Exception) -> None:
+        # One warning per trip: an outage must not flood the log.
+        if not self.open:
+            log.warning("%s unavailable (%s; skipped for %.0f s): %s", self.name, what, self.down_s, exc)
+        self._until = time.monotonic() + self.down_s
+
+    def reset(self) -> None:
+        self._until = 0.0
+
+
+CACHE_BREAKER = Breaker("cache")
 
 
 @lru_cache(maxsize=8)
@@ -37,13 +60,13 @@ def cache_client() -> redis.Redis:
     return bounded_client(settings.CACHES["default"]["LOCATION"])
 
 
+class _Skipped(redis.RedisError):
+    """The cache is skipped after a recent failure (CACHE_BREAKER)."""
+
+
 def _unavailable(operation: str, exc: Exception) -> None:
-    global _last_warned  # noqa: PLW0603  (a process-wide rate limit)
-    now = time.monotonic()
-    if now - _last_warned >= WARN_EVERY_S:
-        _last_warned = now
-        log.warning("cache unavailable (%s treated as a miss; later failures quiet for %.0f s): %s",
-                    operation, WARN_EVERY_S, exc)
+    if not isinstance(exc, _Skipped):
+        CACHE_BREAKER.trip(f"{operation} treated as a miss", exc)
 
 
 class ForgivingRedisCache(RedisCache):
@@ -53,6 +76,17 @@ class ForgivingRedisCache(RedisCache):
         timeout = settings.PORTAL_REDIS_TIMEOUT_S
         options = {"socket_timeout": timeout, "socket_connect_timeout": timeout, **params.get("OPTIONS", {})}
         super().__init__(server, {**params, "OPTIONS": options})
+
+    @property
+    def _cache(self):
+        # Django's is a cached_property; this one is a plain property (to check the breaker
+        # first), so it keeps the client itself.
+        if CACHE_BREAKER.open:
+            raise _Skipped("skipped after a recent failure")
+        client = self.__dict__.get("_client")
+        if client is None:
+            client = self.__dict__["_client"] = self._class(self._servers, **self._options)
+        return client
 
     def get(self, key, default=None, version=None):
         try:

@@ -6,41 +6,34 @@ is tried once, bounded by the broker's socket timeouts (workers/celery.py), and 
 logged and reported to the caller, which carries on: what it handed off has a periodic
 safety net (e.g. the node check decides for every node from the stored reports).
 
-After a failure, hand-offs are skipped for BROKER_DOWN_S, so an outage costs the first
-request one timeout and the following ones nothing.
+After a failure, hand-offs are skipped for a few seconds (portal.core.cache.Breaker), so an
+outage costs the first request one timeout and the following ones nothing.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 
 import redis
 from celery import Task
 from kombu.exceptions import OperationalError
 
+from portal.core.cache import Breaker
+
 log = logging.getLogger(__name__)
-BROKER_DOWN_S = 5.0
-_down_until = 0.0
+BROKER_BREAKER = Breaker("broker")
 
 
 def hand_off(task: Task, *args: object) -> bool:
     """Send `task(*args)` to the broker; False (logged) when the broker is unreachable or slow."""
-    global _down_until  # noqa: PLW0603  (a process-wide circuit breaker)
-    if time.monotonic() < _down_until:
-        log.warning("broker marked down: %s%r not sent (the periodic check will cover it)", task.name, args)
+    if BROKER_BREAKER.open:
+        log.warning("broker down: %s%r not sent (the periodic check will cover it)", task.name, args)
         return False
     try:
-        task.apply_async(args=args, retry=False)
-    except (OperationalError, redis.RedisError, OSError) as exc:
-        _down_until = time.monotonic() + BROKER_DOWN_S
-        log.warning("broker unavailable: %s%r not sent (the periodic check will cover it): %s",
-                    task.name, args, exc)
+        # ignore_result: nobody waits for it, and asking for it would subscribe to the result
+        # backend first (another Redis round trip, with its own unbounded reconnect loop).
+        task.apply_async(args=args, retry=False, ignore_result=True)
+    except (OperationalError, redis.RedisError, OSError, RuntimeError) as exc:
+        BROKER_BREAKER.trip(f"{task.name}{args!r} not sent; the periodic check will cover it", exc)
         return False
     return True
-
-
-def reset() -> None:
-    """Forget an earlier failure (tests that restore the broker)."""
-    global _down_until  # noqa: PLW0603
-    _down_until = 0.0
