@@ -32,7 +32,8 @@ from tests.nodes.policy_support import own_nodes, xid  # noqa: F401
 from tests.slurm_plugins.signed_reports import body, master_key, send  # noqa: F401
 from workers.tasks.nodes import check_nodes_task
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("master_key")]
+pytestmark = [pytest.mark.django_db(transaction=True),
+              pytest.mark.usefixtures("master_key", "own_nodes", "celery_settled")]
 
 # Seconds a request may take with Redis frozen: the Redis timeout (1 s) and the work itself.
 BOUND_S = 2.5
@@ -63,7 +64,7 @@ def timed(call):
 
 
 def test_a_frozen_redis_degrades_and_the_node_check_processes_the_stored_report(
-        api, world, teams, own_nodes, celery_settled, caplog):  # noqa: F811
+        api, world, teams, caplog):  # noqa: F811
     Job.objects.create(owner=world["alice"], team=teams["vision"], name="before-the-stall", script="#!/bin/bash\n",
                        state="RUNNING", submit_time=timezone.now())
     caplog.set_level(logging.WARNING)
