@@ -77,16 +77,19 @@ class ForgivingRedisCache(RedisCache):
         options = {"socket_timeout": timeout, "socket_connect_timeout": timeout, **params.get("OPTIONS", {})}
         super().__init__(server, {**params, "OPTIONS": options})
 
+    def _client(self):
+        client = self.__dict__.get("_client_")
+        if client is None:
+            client = self.__dict__["_client_"] = self._class(self._servers, **self._options)
+        return client
+
     @property
     def _cache(self):
         # Django's is a cached_property; this one is a plain property (to check the breaker
         # first), so it keeps the client itself.
         if CACHE_BREAKER.open:
             raise _Skipped("skipped after a recent failure")
-        client = self.__dict__.get("_client")
-        if client is None:
-            client = self.__dict__["_client"] = self._class(self._servers, **self._options)
-        return client
+        return self._client()
 
     def get(self, key, default=None, version=None):
         try:
@@ -122,15 +125,19 @@ class ForgivingRedisCache(RedisCache):
             _unavailable("add", exc)
             return False
 
+    # Deletes invalidate what other processes would read: they are tried even while the
+    # breaker is open (one process's failure may have been a blip), bounded all the same.
     def delete(self, key, version=None) -> bool:
         try:
-            return super().delete(key, version)
+            return bool(self._client().delete(self.make_and_validate_key(key, version=version)))
         except redis.RedisError as exc:
             _unavailable("delete", exc)
             return False
 
     def delete_many(self, keys, version=None) -> None:
+        if not keys:
+            return
         try:
-            super().delete_many(keys, version)
+            self._client().delete_many([self.make_and_validate_key(key, version=version) for key in keys])
         except redis.RedisError as exc:
             _unavailable("delete_many", exc)

@@ -30,7 +30,7 @@ import redis
 from django.conf import settings
 from django.db import connection
 
-from portal.core.cache import cache_client
+from portal.core.cache import CACHE_BREAKER, cache_client
 from portal.jobs.listing import JobFilters, scopes
 
 VERSIONS_TTL_S = 7 * 24 * 3600
@@ -56,6 +56,8 @@ def page(user, filters: JobFilters, query: tuple, build: Callable[[list[str]], b
     ttl = settings.JOB_LIST_CACHE_SECONDS
     if ttl <= 0:
         return build(visible)
+    if CACHE_BREAKER.open:   # Redis failed a moment ago: do not wait on it again yet
+        return build(visible)
     client, prefix = _redis(), _prefix()
     try:
         versions = client.mget([prefix + "v:" + scope for scope in visible])
@@ -63,7 +65,7 @@ def page(user, filters: JobFilters, query: tuple, build: Callable[[list[str]], b
         key = prefix + "p:" + hashlib.sha256(identity).hexdigest()
         body = client.get(key)
     except redis.RedisError as exc:
-        log.warning("job list cache unavailable, reading the database: %s", exc)
+        CACHE_BREAKER.trip("job list pages read from the database", exc)
         return build(visible)
     if body is None:
         body = build(visible)

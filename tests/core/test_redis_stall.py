@@ -90,6 +90,13 @@ def test_a_frozen_redis_degrades_and_the_node_check_processes_the_stored_report(
         assert listed.status_code == 200 and took < BOUND_S, (listed.status_code, took)
         assert [row["name"] for row in listed.json()["results"]] == ["before-the-stall"]
 
+        # The nodes page reads Slurm itself when its cache cannot answer.
+        client = Client()
+        client.force_login(world["alice"])
+        page, took = timed(lambda: client.get("/nodes/"))
+        assert page.status_code == 200 and took < BOUND_S, (page.status_code, took)
+        assert b"gpu08" in page.content
+
         # A submit reaches Slurm (or says 503 with Retry-After): never a 500, never a hang.
         script = "#!/bin/bash\ntrue\n"
         submitted, took = timed(lambda: api["alice"].post("/jobs", {"name": "in-the-stall", "team": "vision",
