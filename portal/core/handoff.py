@@ -2,7 +2,7 @@
 
 A publish with Celery's defaults retries a dead broker for seconds, and waits forever on a
 stalled one: with Redis frozen, every gunicorn worker hung in report intake. Here a publish
-is tried once, bounded by the broker's socket timeouts (workers/celery.py), and a failure is
+is tried once, bounded by the broker's socket timeouts (settings: PORTAL_REDIS_TIMEOUT), and a failure is
 logged and reported to the caller, which carries on: what it handed off has a periodic
 safety net (e.g. the node check decides for every node from the stored reports).
 
@@ -27,7 +27,7 @@ BROKER_BREAKER = Breaker("broker")
 def hand_off(task: Task, *args: object) -> bool:
     """Send `task(*args)` to the broker; False (logged) when the broker is unreachable or slow."""
     if BROKER_BREAKER.open:
-        log.warning("broker down: %s%r not sent (the periodic check will cover it)", task.name, args)
+        log.info("broker down: %s%r not sent (the periodic check will cover it)", task.name, args)
         return False
     try:
         # ignore_result: nobody waits for it, and asking for it would subscribe to the result
