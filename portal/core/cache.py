@@ -48,16 +48,20 @@ class Breaker:
 CACHE_BREAKER = Breaker("cache")
 
 
+def bounded_client(url: str, timeout: float | None = None) -> redis.Redis:
+    """A client for `url` whose connect and replies time out after `timeout` (default
+    PORTAL_REDIS_TIMEOUT_S)."""
+    return _client(url, settings.PORTAL_REDIS_TIMEOUT_S if timeout is None else timeout)
+
+
 @lru_cache(maxsize=8)
-def bounded_client(url: str) -> redis.Redis:
-    """A client for `url` whose connect and replies time out after PORTAL_REDIS_TIMEOUT_S."""
-    timeout = settings.PORTAL_REDIS_TIMEOUT_S
+def _client(url: str, timeout: float) -> redis.Redis:
     return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
 
 
-def cache_client() -> redis.Redis:
+def cache_client(timeout: float | None = None) -> redis.Redis:
     """The cache's Redis (job-list pages, tracker memo and lock, heartbeats)."""
-    return bounded_client(settings.CACHES["default"]["LOCATION"])
+    return bounded_client(settings.CACHES["default"]["LOCATION"], timeout)
 
 
 class _Skipped(redis.RedisError):

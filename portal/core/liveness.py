@@ -48,10 +48,10 @@ def mark(part: str, *, force: bool = False) -> None:
         log.debug("liveness: %s heartbeat not written: %s", part, exc)
 
 
-def ages(*, now: float | None = None) -> dict[str, float | None]:
+def ages(*, now: float | None = None, timeout: float | None = None) -> dict[str, float | None]:
     """Seconds since each part's newest heartbeat (None: never seen). Raises redis.RedisError."""
     now = time.time() if now is None else now
-    values = cache_client().mget([_key(part) for part in PARTS])
+    values = cache_client(timeout).mget([_key(part) for part in PARTS])
     return {part: None if raw is None else max(0.0, now - float(raw))
             for part, raw in zip(PARTS, values, strict=True)}
 
