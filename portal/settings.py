@@ -124,7 +124,10 @@ REDIS_PASSWORD = env_optional_secret("PORTAL_REDIS_PASSWORD", default_file=VAR_D
 REDIS_PORT = env_int("PORTAL_REDIS_PORT", 6390, minimum=1)
 # Seconds a Redis connect or command may take: a stalled broker or cache must cost a request
 # this long at most, never hold it (see the cache and Celery options below).
-REDIS_TIMEOUT_S = env_float("PORTAL_REDIS_TIMEOUT", 2.0)
+REDIS_TIMEOUT_S = env_float("PORTAL_REDIS_TIMEOUT", 1.0)
+if REDIS_TIMEOUT_S <= 0:
+    raise ImproperlyConfiguredEnv(f"PORTAL_REDIS_TIMEOUT={REDIS_TIMEOUT_S}: expected seconds > 0")
+PORTAL_REDIS_TIMEOUT_S = REDIS_TIMEOUT_S   # the name portal/core/cache.py reads
 
 
 def _redis_url(name: str, db: int, default: str | None = None) -> str:
@@ -135,7 +138,8 @@ def _redis_url(name: str, db: int, default: str | None = None) -> str:
 REDIS_URL = _redis_url("PORTAL_REDIS_URL", 0)
 CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        # A Redis that fails or stalls is a cache miss, never an error (portal/core/cache.py).
+        "BACKEND": "portal.core.cache.ForgivingRedisCache",
         "LOCATION": _redis_url("PORTAL_CACHE_URL", 2),
         "OPTIONS": {"socket_timeout": REDIS_TIMEOUT_S, "socket_connect_timeout": REDIS_TIMEOUT_S},
     }
@@ -296,6 +300,17 @@ if PORTAL_HEALTH_KEEP_DAYS * 86400 < PORTAL_HEALTH_MAX_SPOOL_AGE_S:
         f"PORTAL_HEALTH_KEEP_DAYS={PORTAL_HEALTH_KEEP_DAYS} keeps reports for less than PORTAL_HEALTH_MAX_SPOOL_AGE="
         f"{PORTAL_HEALTH_MAX_SPOOL_AGE_S} s: a replayed spooled report could be stored twice")
 # ---- end of health policy
+
+# ---- liveness (portal/core/liveness.py: /healthz and /metrics)
+# /healthz is 503 when the newest heartbeat of a part is older than this (seconds). The worker
+# and beat beat every few seconds, the tracker each cycle (1 s), the node check every 10 s.
+PORTAL_LIVENESS_STALE_S = {
+    "worker": env_float("PORTAL_LIVENESS_WORKER_STALE", 30.0),
+    "beat": env_float("PORTAL_LIVENESS_BEAT_STALE", 30.0),
+    "tracker": env_float("PORTAL_LIVENESS_TRACKER_STALE", 30.0),
+    "node_check": env_float("PORTAL_LIVENESS_NODE_CHECK_STALE", 60.0),
+}
+# ---- end of liveness
 
 # ---- Logs: to stderr, and with PORTAL_LOG_DIR set (scripts/portal.sh sets var/log) also to
 # <dir>/<PORTAL_LOG_NAME>.log, one file per process kind (web, worker, beat), rotated by size.

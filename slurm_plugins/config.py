@@ -17,11 +17,13 @@ from slurm_plugins.findings import parse_override
 
 ENV_VAR = "PORTAL_HEALTH_CONF"
 DEFAULT_SLURM_CONF = "/etc/slurm/slurm.conf"
-# A down portal must never stall a prolog: the timeout is capped whatever the file says.
-MAX_TIMEOUT_S = 1.0
+# A slow portal must not stall a prolog for long: the timeout is capped whatever the file says.
+# A down one costs nothing like it: a refused or unroutable connection fails at connect time
+# (report.CONNECT_TIMEOUT_S), and the report is spooled.
+MAX_TIMEOUT_S = 5.0
 
 DEFAULTS = {
-    "portal": {"url": "http://127.0.0.1:8000", "timeout": "0.5", "key_file": "/etc/slurm/health.key"},
+    "portal": {"url": "http://127.0.0.1:8000", "timeout": "2.5", "key_file": "/etc/slurm/health.key"},
     "sensor": {"state_dir": "/var/spool/portal-health/%n", "spool_max": "200", "replay_budget_ms": "100",
                "clean_report_interval": "0", "scontrol": "/usr/bin/scontrol", "kill_stray": "true",
                "spread_s": "0"},

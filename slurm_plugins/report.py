@@ -4,7 +4,7 @@ Signature: hex HMAC-SHA256(node key, f"{timestamp}\\n{nonce}\\n" + raw body), se
 X-Health-Timestamp / X-Health-Nonce / X-Health-Signature headers. The node key is the hex
 text in the key file, used as ASCII bytes (the portal derives the same text from its master
 key). A spooled report keeps its original timestamp and nonce, so a replay that the portal
-already stored (its answer was lost) is refused as a seen nonce and never stored twice.
+already stored (its answer was lost) is answered 200 with the stored report, never stored twice.
 
 Plain http:// goes over a raw socket: http.client drags in the email package, about 40 ms
 of imports, which every run on every node would pay. https:// uses http.client.
@@ -23,6 +23,9 @@ import time
 ACCEPTED, REJECTED, UNREACHABLE = "accepted", "rejected", "unreachable"
 # Answers that mean "try again later", not "this report is wrong".
 RETRY_STATUSES = {408, 425, 429}
+# Connecting takes a millisecond when the portal is up, even when it is busy (the kernel
+# accepts); only the answer may take the whole timeout. A dead host fails after this.
+CONNECT_TIMEOUT_S = 0.5
 
 
 class Envelope:
@@ -67,7 +70,7 @@ def _raw_post(host: str, port: int, *, netloc: str, path: str, headers: dict[str
     request = (f"POST {path} HTTP/1.1\r\nHost: {netloc}\r\nContent-Type: application/json\r\n"
                f"Content-Length: {len(body)}\r\nConnection: close\r\n{head}\r\n").encode() + body
     deadline = time.monotonic() + timeout
-    with socket.create_connection((host, port), timeout=timeout) as sock:
+    with socket.create_connection((host, port), timeout=min(timeout, CONNECT_TIMEOUT_S)) as sock:
         sock.sendall(request)
         data = b""
         while True:
@@ -188,8 +191,8 @@ def replay(spool_dir: str, portal_url: str, node: str, key: bytes, *, timeout: f
            budget_s: float) -> tuple[int, int, bool]:
     """Send spooled reports oldest first. Returns (delivered, dropped, portal_down).
 
-    A report is deleted once the portal stores it (2xx) or refuses it for good (4xx: a seen
-    nonce means it was stored before). The first sign of a down portal stops the replay, so
+    A report is deleted once the portal stores it (2xx, also when it had stored it before and
+    only the answer was lost) or refuses it for good (4xx). The first sign of a down portal stops the replay, so
     a run never waits more than one timeout for it. The budget keeps a long backlog from
     stretching one run; the next runs carry on.
     """

@@ -16,6 +16,8 @@ import pytest
 import redis
 from celery.contrib.testing.worker import start_worker
 
+from portal.core.cache import CACHE_BREAKER
+from portal.core.handoff import BROKER_BREAKER
 from portal.jobs import cluster_info, list_cache
 from portal.slurm import gateway
 from workers.celery import app
@@ -76,6 +78,9 @@ def _fresh_caches():
     its rows are gone; and a test that makes Slurm unreachable must not get yesterday's limits."""
     list_cache.clear()
     cluster_info.forget()
+    # A test that made Redis fail must not leave the next one skipping it.
+    CACHE_BREAKER.reset()
+    BROKER_BREAKER.reset()
 
 
 @pytest.fixture

@@ -25,23 +25,21 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import Callable, Iterable
-from functools import lru_cache
 
 import redis
 from django.conf import settings
 from django.db import connection
 
+from portal.core.cache import CACHE_BREAKER, cache_client
 from portal.jobs.listing import JobFilters, scopes
 
 VERSIONS_TTL_S = 7 * 24 * 3600
 log = logging.getLogger(__name__)
 
 
-@lru_cache(maxsize=1)
 def _redis() -> redis.Redis:
     # Short timeouts: a hung Redis must cost a poll a second at most, not the request.
-    return redis.Redis.from_url(settings.CACHES["default"]["LOCATION"], socket_timeout=1,
-                                socket_connect_timeout=1)
+    return cache_client()
 
 
 def _prefix() -> str:
@@ -58,6 +56,8 @@ def page(user, filters: JobFilters, query: tuple, build: Callable[[list[str]], b
     ttl = settings.JOB_LIST_CACHE_SECONDS
     if ttl <= 0:
         return build(visible)
+    if CACHE_BREAKER.open:   # Redis failed a moment ago: do not wait on it again yet
+        return build(visible)
     client, prefix = _redis(), _prefix()
     try:
         versions = client.mget([prefix + "v:" + scope for scope in visible])
@@ -65,7 +65,7 @@ def page(user, filters: JobFilters, query: tuple, build: Callable[[list[str]], b
         key = prefix + "p:" + hashlib.sha256(identity).hexdigest()
         body = client.get(key)
     except redis.RedisError as exc:
-        log.warning("job list cache unavailable, reading the database: %s", exc)
+        CACHE_BREAKER.trip("job list pages read from the database", exc)
         return build(visible)
     if body is None:
         body = build(visible)

@@ -34,16 +34,15 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 
 import redis
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import make_password
 from django.db import connection, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from portal.core.cache import cache_client
 from portal.jobs import explain, list_cache, states
 from portal.jobs.models import Job, JobEvent
 from portal.jobs.services import COMMENT_PREFIX
@@ -597,9 +596,8 @@ def _accounting_detail(row: _Row, state: str, record: AccountingRecord) -> str:
 
 # ---------------------------------------------------------------- memo and lock in Redis
 
-@lru_cache(maxsize=1)
 def _redis() -> redis.Redis:
-    return redis.Redis.from_url(settings.CACHES["default"]["LOCATION"])
+    return cache_client()  # bounded: a stalled Redis fails the cycle, never hangs the worker
 
 
 def _key(name: str) -> str:

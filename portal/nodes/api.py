@@ -59,7 +59,10 @@ class ReportIn(Schema):
 
 
 class Accepted(Schema):
-    accepted: int = Field(..., description="How many findings were stored")
+    accepted: int = Field(..., description="How many findings the report holds")
+    id: int = Field(..., description="The stored report's id")
+    duplicate: bool = Field(False, description="True (status 200): this report was already stored; "
+                                               "a resend after a lost answer")
 
 
 def _inline(schema: dict) -> dict:
@@ -93,7 +96,7 @@ SIGNATURE_DOC = ("Signed by the node: `X-Health-Timestamp` (unix seconds), `X-He
 
 @router.post("/nodes/{name}/health", auth=None, summary="Receive a node's signed health report",
              description=SIGNATURE_DOC,
-             response={202: Accepted, 401: Error, 403: Error, 404: Error, 422: Error, 503: Error},
+             response={200: Accepted, 202: Accepted, 401: Error, 403: Error, 404: Error, 422: Error, 503: Error},
              openapi_extra={"requestBody": {"required": True, "content": {
                  "application/json": {"schema": _inline(ReportIn.model_json_schema())}}}})
 def receive_health_report(request: HttpRequest, name: str):
@@ -105,8 +108,8 @@ def receive_health_report(request: HttpRequest, name: str):
             node_name=name, timestamp=headers.get("X-Health-Timestamp", ""), nonce=headers.get("X-Health-Nonce", ""),
             signature=headers.get("X-Health-Signature", ""), body=request.body, remote=remote)
         payload = ReportIn.model_validate_json(request.body)
-        record_health_report(node_name=name, report=_report_data(payload), timestamp=timestamp,
-                                      nonce=headers["X-Health-Nonce"], remote=remote)
+        recorded = record_health_report(node_name=name, report=_report_data(payload), timestamp=timestamp,
+                                        nonce=headers["X-Health-Nonce"], remote=remote)
     except ReportRejected as exc:
         return Status(exc.status, {"detail": exc.reason})
     except ValidationError as exc:
@@ -115,7 +118,8 @@ def receive_health_report(request: HttpRequest, name: str):
         # Not the node's fault: a 5xx keeps the report in its spool until this is fixed.
         log.error("health reports cannot be checked: master key %s", exc)
         return Status(503, {"detail": f"The portal cannot check reports: health master key {exc}"})
-    return Status(202, {"accepted": len(payload.findings)})
+    return Status(200 if recorded.duplicate else 202,
+                  {"accepted": len(payload.findings), "id": recorded.report.pk, "duplicate": recorded.duplicate})
 
 
 # ---------------------------------------------------------------- nodes for people

@@ -27,6 +27,7 @@ from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
+from portal.core import liveness
 from portal.nodes.models import FindingCount, Node, NodeAction
 from portal.nodes.services import AUTO_PREFIX
 
@@ -83,7 +84,7 @@ def _count_families() -> list[str]:
 def render() -> str:
     nodes = list(Node.objects.order_by("name").only("name", "state", "flags", "reason", "last_health_at",
                                                     "last_health_ok"))
-    return "\n".join([*_node_families(nodes), *_count_families()]) + "\n"
+    return "\n".join([*_node_families(nodes), *_count_families(), *liveness.metric_lines()]) + "\n"
 
 
 # ---------------------------------------------------------------- counters kept at intake

@@ -3,6 +3,14 @@
 What the portal decides about a node (drain, resume, lemons) happens later, in
 workers.tasks.nodes.apply_node_policy_task, which every stored report enqueues. A rejected
 report stores nothing and is logged (WARNING) with the node and the reason.
+
+A sensor whose answer was lost (it gave up waiting) resends the same report with the same
+nonce, marked as spooled: that is answered with the stored report, not refused. Anything
+else under a seen nonce is a replay and refused.
+
+The hand-off to the policy task never waits on the broker for long (portal.core.handoff):
+with the broker down the report is stored all the same, and the periodic node check
+(check_nodes_task, every 10 s) decides for every node from the stored reports.
 """
 
 from __future__ import annotations
@@ -11,12 +19,12 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from celery import current_app
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from portal.core.handoff import hand_off
 from portal.nodes import metrics, signing
 from portal.nodes.models import Finding, HealthReport, Node
 
@@ -31,6 +39,12 @@ class ReportRejected(Exception):
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
         self.status, self.reason = status, reason
+
+
+@dataclass(frozen=True)
+class Recorded:
+    report: HealthReport
+    duplicate: bool = False   # True: a resend of a report already stored (nothing new stored)
 
 
 @dataclass(frozen=True)
@@ -106,28 +120,48 @@ def _store(node: Node, report: ReportData, nonce: str, late: bool, now: datetime
 
 
 def _enqueue_policy(node_id: int) -> None:
-    current_app.send_task(POLICY_TASK, args=(node_id,))
+    hand_off(POLICY_TASK, node_id)
+
+
+def _content(node_name: str, source: str, sent_at: datetime, job_id: int | None,
+             findings: list[tuple]) -> tuple:
+    return node_name, source, sent_at, job_id, sorted(findings, key=repr)
+
+
+def _resent(nonce: str, node_name: str, report: ReportData, remote: str) -> Recorded:
+    """The stored report under `nonce` when this is the same report again; 403 otherwise.
+
+    Compared without `spooled`: the sensor marks the report spooled when it keeps it for a
+    resend, and a signed body cannot come from anyone but the node itself."""
+    stored = HealthReport.objects.select_related("node").get(nonce=nonce)
+    findings = list(stored.findings.values_list("check_name", "severity", "action", "gpu", "xid", "detail"))
+    then = _content(stored.node.name, stored.source, stored.sent_at, stored.job_id, findings)
+    now = _content(node_name, report.source, report.sent_at, report.job_id,
+                   [(f.check, f.severity, f.action, f.gpu, f.xid, f.detail) for f in report.findings])
+    if then != now:
+        raise _reject(node_name, 403, "replayed nonce", remote)
+    log.info("health report resent: node=%s report=%s (already stored)", node_name, stored.pk)
+    return Recorded(stored, duplicate=True)
 
 
 def record_health_report(*, node_name: str, report: ReportData, timestamp: int, nonce: str,
-                         remote: str = "", now: datetime | None = None) -> HealthReport:
+                         remote: str = "", now: datetime | None = None) -> Recorded:
     """Store a report whose signature check_signature() accepted. Refuses (403) a report for
-    another node, a stale or future timestamp and a nonce seen before."""
+    another node, a stale or future timestamp and a nonce seen before with another report."""
     now = now or timezone.now()
     if report.node != node_name:
         raise _reject(node_name, 403, f"report names node {report.node!r}", remote)
     late = _check_freshness(node_name, report, timestamp, now, remote)
     if HealthReport.objects.filter(nonce=nonce).exists():
-        raise _reject(node_name, 403, "replayed nonce", remote)
+        return _resent(nonce, node_name, report, remote)
     with transaction.atomic():
         node, _ = Node.objects.get_or_create(name=node_name)
         try:
             with transaction.atomic():
                 row = _store(node, report, nonce, late, now)
         except IntegrityError:
-            # The same report arrived twice at once; the unique nonce let only one in.
-            raise _reject(node_name, 403, "replayed nonce", remote) from None
-        # robust: a broker hiccup must not turn a stored report into an error the node would
-        # retry; a lost enqueue only delays the policy until the node's next report.
+            # The same nonce arrived twice at once; the unique nonce let only one in.
+            return _resent(nonce, node_name, report, remote)
+        # robust: a stored report must not turn into an error the node would retry.
         transaction.on_commit(lambda: _enqueue_policy(node.pk), robust=True)
-    return row
+    return Recorded(row)

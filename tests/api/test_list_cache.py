@@ -102,9 +102,6 @@ def test_turned_off_every_poll_reads_the_database(api, world, teams, settings):
 def redis_unreachable(settings):
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
                                    "LOCATION": "redis://127.0.0.1:1/2"}}
-    list_cache._redis.cache_clear()
-    yield
-    list_cache._redis.cache_clear()
 
 
 @pytest.mark.django_db

@@ -67,20 +67,24 @@ def test_a_spooled_report_too_old_is_refused(settings, caplog):
     rejected(send(Envelope(body(spooled=True, sent_at=old), timestamp=old)), 403, caplog, "too old")
 
 
-def test_a_replayed_nonce_is_refused_and_stored_once(caplog):
-    envelope = Envelope(body(findings=[xid48()]))
-    assert send(envelope).status_code == 202
-    again = send(envelope)
-    assert again.status_code == 403
+def test_another_report_under_a_seen_nonce_is_refused_and_stored_once(caplog):
+    """A resend of the same report is answered (tests/nodes/test_reports_resend.py); a different
+    body, even signed by the node itself, under a nonce already used is a replay."""
+    first = Envelope(body(findings=[xid48()]))
+    assert send(first).status_code == 202
+    other = Envelope(body(), timestamp=first.timestamp, nonce=first.nonce)
+    assert send(other).status_code == 403
     assert HealthReport.objects.count() == 1
+    assert HealthReport.objects.get().clean is False
     assert any("replayed nonce" in r.getMessage() and "node=gpu01" in r.getMessage() for r in caplog.records)
 
 
-def test_a_replayed_spooled_report_is_refused_even_when_late():
+def test_a_late_replay_with_other_findings_is_refused():
     old = int(time.time()) - 3600
-    envelope = Envelope(body(spooled=True, sent_at=old), timestamp=old)
-    assert send(envelope).status_code == 202
-    assert send(envelope).status_code == 403
+    first = Envelope(body(spooled=True, sent_at=old), timestamp=old)
+    assert send(first).status_code == 202
+    other = Envelope(body(findings=[xid48()], spooled=True, sent_at=old), timestamp=old, nonce=first.nonce)
+    assert send(other).status_code == 403
     assert HealthReport.objects.count() == 1
 
 

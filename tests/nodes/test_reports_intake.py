@@ -34,8 +34,8 @@ def test_a_report_with_findings_is_stored_and_enqueues_the_policy(published, cel
     with django_capture_on_commit_callbacks(execute=True):
         resp = send(Envelope(body("gpu01", findings=[xid48(1)], source="prolog", job_id=4242)))
     assert resp.status_code == 202, resp.content
-    assert resp.json() == {"accepted": 1}
     report = HealthReport.objects.get()
+    assert resp.json() == {"accepted": 1, "id": report.pk, "duplicate": False}
     assert (report.node.name, report.source, report.job_id, report.clean, report.late) == \
         ("gpu01", "prolog", 4242, False, False)
     finding = Finding.objects.get()
@@ -49,8 +49,8 @@ def test_a_report_with_findings_is_stored_and_enqueues_the_policy(published, cel
 def test_a_clean_run_is_reported_too(celery_worker_session, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
         resp = send(Envelope(body("gpu02")), "gpu02")
-    assert resp.status_code == 202 and resp.json() == {"accepted": 0}
     report = HealthReport.objects.get(node__name="gpu02")
+    assert resp.status_code == 202 and resp.json() == {"accepted": 0, "id": report.pk, "duplicate": False}
     assert report.clean and not report.findings.exists()
     assert Node.objects.get(name="gpu02").last_health_ok is True
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from portal.core.liveness import mark
 from portal.jobs.tracking import track_jobs
 from portal.slurm.errors import SlurmUnavailable
 
@@ -19,4 +20,7 @@ def track_jobs_task() -> dict:
     Safe to run twice at once: the second finds the tracker's lock taken and returns. While
     Slurm is unreachable it retries a few times with backoff, then gives up until the next tick.
     """
-    return track_jobs().as_dict()
+    result = track_jobs()
+    if result.ran:
+        mark("tracker")  # /healthz: the age of the last cycle that ran
+    return result.as_dict()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from portal.core.liveness import mark
 from portal.nodes.policy import apply_node_policy, check_nodes
 from portal.nodes.retention import prune_health_reports
 from portal.nodes.services import sync_nodes
@@ -34,6 +35,7 @@ def apply_node_policy_task(node_id: int) -> str:
 def check_nodes_task() -> dict:
     """The periodic node check (beat, every 10 s): sync, outages, stale sensors, the policy over all."""
     result = check_nodes()
+    mark("node_check", force=True)  # /healthz: the age of the last node check
     return {"down": result.down, "up": result.up, "stale": result.stale, "acted": result.acted}
 
 
