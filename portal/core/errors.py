@@ -138,7 +138,8 @@ def json_response(problem: Problem) -> HttpResponse:
 def html_response(problem: Problem) -> HttpResponse:
     # Standalone (not base.html) and rendered without the request: the page header would load
     # the user, needing the very database or session store that may be what is down.
-    html = render_to_string("core/unavailable.html", {"problem": problem,
+    title = "Temporarily unavailable" if problem.status == 503 else "That did not work"
+    html = render_to_string("core/unavailable.html", {"problem": problem, "title": title,
                                                       "retry_after": problem.headers.get("Retry-After")})
     return _with_headers(HttpResponse(html, status=problem.status), problem)
 
@@ -150,15 +151,17 @@ def wants_json(request: HttpRequest) -> bool:
 def response_for(request: HttpRequest, exc: BaseException) -> HttpResponse | None:
     """The answer to send instead of letting `exc` become a 500, or None.
 
-    Pages answer only outages here (a styled 503 page); Django's own handlers keep
-    answering their 400/403/404 pages, and views show Slurm's errors in context.
+    Pages answer outages and our own typed errors here (a plain styled page); Django's own
+    handlers keep answering their 400/403/404 pages. Views show Slurm's errors in context
+    where they can; one that escapes a view still gets its status and words, not a 500.
     """
     problem = problem_for(exc)
     if problem is None:
         return None
     if wants_json(request):
         return json_response(problem)
-    return html_response(problem) if problem.status == 503 else None
+    ours = problem.status == 503 or isinstance(exc, (PortalError, SlurmError))
+    return html_response(problem) if ours else None
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
