@@ -114,9 +114,12 @@ def problem_for(exc: BaseException) -> Problem | None:
         return None
     status, detail, headers = classified
     extra = getattr(exc, "extra", None)
+    extra = dict(extra) if isinstance(extra, dict) else {}
+    if status == 400:
+        extra.setdefault("errors", {})  # every 400 names its fields (none: {}), as the schema says
     if status == 503:
         log.warning("answering 503: %s: %s", type(exc).__name__, exc)
-    return Problem(status, detail, dict(headers), dict(extra) if isinstance(extra, dict) else {})
+    return Problem(status, detail, dict(headers), extra)
 
 
 def slurm_error_text(exc: SlurmError, thing: str = "it") -> str:
