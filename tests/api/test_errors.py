@@ -7,15 +7,17 @@ Slurm's refusals reach the user as 4xx with Slurm's words.
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
 from django.conf import settings
+from django.db import OperationalError as DbOperationalError
 from django.db import connection
 from django.test import Client, override_settings
 
 from portal.api.services import issue_token
-from portal.core.errors import PortalError, problem_for
+from portal.core.errors import PortalError, problem_for, server_error
 from portal.jobs.models import Job
 from portal.slurm.errors import SlurmUnavailable
 from portal.teams.models import Membership
@@ -27,7 +29,7 @@ CLOSED_CACHE = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCa
 def assert_api_outage(resp, what: str) -> None:
     assert resp.status_code == 503, resp.content
     assert resp["Content-Type"].startswith("application/json") and int(resp["Retry-After"]) > 0
-    assert what in resp.json()["detail"]
+    assert what in json.loads(resp.content)["detail"]
 
 
 def assert_page_outage(resp, what: str) -> None:
@@ -111,3 +113,25 @@ def test_errors_may_carry_extra_fields():
     exc.extra = {"id": 8}
     problem = problem_for(exc)
     assert problem.status == 503 and problem.body()["id"] == 8 and problem.headers["Retry-After"]
+
+
+@pytest.mark.parametrize(("path", "is_api"), [("/jobs/", False), ("/api/v1/jobs", True)])
+def test_an_outage_outside_any_view_is_still_a_503(rf, path, is_api):
+    """handler500: e.g. saving the session after the view fails on a dead database."""
+    request = rf.get(path)
+    try:
+        raise DbOperationalError("server closed the connection unexpectedly")
+    except DbOperationalError:
+        resp = server_error(request)
+    if is_api:
+        assert_api_outage(resp, "database")
+    else:
+        assert_page_outage(resp, "database")
+
+
+def test_a_bug_outside_any_view_stays_a_500(rf):
+    try:
+        raise KeyError("a bug")
+    except KeyError:
+        resp = server_error(rf.get("/api/v1/jobs"))
+    assert resp.status_code == 500 and "detail" in json.loads(resp.content)
