@@ -23,8 +23,10 @@ class ErrorsMiddleware:
         if (errors.wants_json(request) and response.status_code >= 400
                 and not response.get("Content-Type", "").startswith("application/json")):
             allow = response.get("Allow")
-            response = HttpResponse(json.dumps({"detail": response.reason_phrase}),
-                                    status=response.status_code, content_type="application/json")
+            body = {"detail": response.reason_phrase}
+            if response.status_code == 400:
+                body["errors"] = {}  # every 400 has `errors`, as the schema says
+            response = HttpResponse(json.dumps(body), status=response.status_code, content_type="application/json")
             if allow:
                 response["Allow"] = allow
         return response

@@ -135,3 +135,13 @@ def test_a_bug_outside_any_view_stays_a_500(rf):
     except KeyError:
         resp = server_error(rf.get("/api/v1/jobs"))
     assert resp.status_code == 500 and "detail" in json.loads(resp.content)
+
+
+@pytest.mark.django_db
+def test_errors_django_makes_itself_under_the_api_are_json(alice):
+    raw, _ = issue_token(user=alice, name="t")
+    client = Client()
+    missing = client.get("/api/v1/no-such-thing", headers={"Authorization": f"Bearer {raw}"})
+    assert missing.status_code == 404 and missing.json() == {"detail": "Not Found"}
+    wrong = client.delete("/api/v1/jobs", headers={"Authorization": f"Bearer {raw}"})
+    assert wrong.status_code == 405 and wrong.json()["detail"] and "GET" in wrong["Allow"]
