@@ -13,6 +13,7 @@ from django.test import Client
 
 pytestmark = pytest.mark.django_db
 LOGIN = "/accounts/login/"
+CACHE_URL = django_settings.CACHES["default"]["LOCATION"]  # the real one, even while a test points elsewhere
 
 
 @pytest.fixture(autouse=True)
@@ -22,12 +23,13 @@ def limits(settings):
     settings.PORTAL_LOGIN_WINDOW_S = 60
     settings.PORTAL_LOGIN_LOCKOUT_S = 600
     forget_counters()
-    return settings
+    yield settings
+    forget_counters()  # a lock left behind would refuse later tests' logins (Redis outlives the test DB)
 
 
 def forget_counters() -> None:
     """Every test starts with no counters or locks (and leaves the rest of the cache alone)."""
-    client = redis.Redis.from_url(django_settings.CACHES["default"]["LOCATION"])
+    client = redis.Redis.from_url(CACHE_URL)
     keys = list(client.scan_iter(match="*login-throttle:*"))
     if keys:
         client.delete(*keys)
