@@ -148,6 +148,10 @@ PORTAL_LOGIN_MAX_FAILURES_PER_USER = env_int("PORTAL_LOGIN_MAX_FAILURES_PER_USER
 PORTAL_LOGIN_MAX_FAILURES_PER_IP = env_int("PORTAL_LOGIN_MAX_FAILURES_PER_IP", 20, minimum=1)
 PORTAL_LOGIN_WINDOW_S = env_int("PORTAL_LOGIN_WINDOW", 900, minimum=1)
 PORTAL_LOGIN_LOCKOUT_S = env_int("PORTAL_LOGIN_LOCKOUT", 900, minimum=1)
+# Where the client's address is. Behind a proxy every client would share the proxy's
+# REMOTE_ADDR (one user's typos locking everyone out): name a header the proxy always
+# overwrites, e.g. HTTP_X_REAL_IP.
+PORTAL_CLIENT_IP_HEADER = env_str("PORTAL_CLIENT_IP_HEADER", "REMOTE_ADDR")
 # API tokens expire after this many days unless issued with another lifetime (at most the max).
 PORTAL_TOKEN_DAYS = env_int("PORTAL_TOKEN_DAYS", 90, minimum=1)
 PORTAL_TOKEN_MAX_DAYS = env_int("PORTAL_TOKEN_MAX_DAYS", 366, minimum=PORTAL_TOKEN_DAYS)

@@ -49,9 +49,9 @@ def _keys(username: str, ip: str | None) -> list[tuple[str, int]]:
 
 
 def client_ip(request: HttpRequest | None) -> str | None:
-    # REMOTE_ADDR only: X-Forwarded-For is whatever the client typed unless a proxy we
-    # trust overwrites it, and trusting it would let an attacker pick a fresh "address" per try.
-    return request.META.get("REMOTE_ADDR") if request is not None else None
+    # REMOTE_ADDR unless the site names a header its proxy always overwrites (e.g.
+    # HTTP_X_REAL_IP): a header the client can set would let it pick a fresh "address" per try.
+    return request.META.get(settings.PORTAL_CLIENT_IP_HEADER) if request is not None else None
 
 
 def _remaining(lock_key: str, now: float) -> int:

@@ -102,3 +102,16 @@ def test_an_unreachable_cache_turns_throttling_off_and_says_so(alice, settings, 
         assert answers == [200] * 5
         assert logged_in(attempt("alice", "pw-alice", "10.0.7.1"))
     assert "login throttling is off: the cache is unreachable" in caplog.text
+
+
+def test_behind_a_proxy_the_named_header_is_the_address(alice, bob, limits):
+    limits.PORTAL_CLIENT_IP_HEADER = "HTTP_X_REAL_IP"
+    for i in range(5):
+        Client().post(LOGIN, {"username": f"guess{i}", "password": "x"}, REMOTE_ADDR="10.9.9.9",
+                      HTTP_X_REAL_IP="192.0.2.7")
+    proxied = Client().post(LOGIN, {"username": "bob", "password": "pw-bob"}, REMOTE_ADDR="10.9.9.9",
+                            HTTP_X_REAL_IP="192.0.2.7")
+    assert proxied.status_code == 429  # that client is locked out...
+    other = Client().post(LOGIN, {"username": "bob", "password": "pw-bob"}, REMOTE_ADDR="10.9.9.9",
+                          HTTP_X_REAL_IP="192.0.2.8")
+    assert logged_in(other)  # ...not everyone behind the same proxy
