@@ -35,12 +35,7 @@ def test_every_kind_of_response_carries_the_policy(alice):
         assert script[:2] == ["script-src", "'self'"] and set(script[2:]) <= {"'unsafe-eval'"}
 
 
-@pytest.mark.slow
-@pytest.mark.django_db(transaction=True)
-@pytest.mark.usefixtures("plain_static")
-def test_pages_and_the_api_docs_work_under_the_policy(live_server, browser, alice):  # noqa: F811
-    context = browser.new_context()
-    page = context.new_page()
+def _watch(page) -> list[str]:
     problems: list[str] = []
     # A missing favicon is another change's business; a 404 for anything else is a problem.
     page.on("response", lambda r: problems.append(f"{r.status} {r.url}")
@@ -48,16 +43,45 @@ def test_pages_and_the_api_docs_work_under_the_policy(live_server, browser, alic
     page.on("console", lambda msg: problems.append(msg.text)
             if msg.type == "error" and not msg.text.startswith("Failed to load resource") else None)
     page.on("pageerror", lambda exc: problems.append(str(exc)))
-    page.goto(f"{live_server.url}/accounts/login/")
-    page.fill("#id_username", "alice")
-    page.fill("#id_password", "pw-alice")
+    return problems
+
+
+def _log_in(page, base: str, username: str) -> None:
+    page.goto(f"{base}/accounts/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", f"pw-{username}")
     page.click("button[type=submit]")
-    page.wait_for_url(f"{live_server.url}/")
+    page.wait_for_url(f"{base}/")
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("plain_static")
+def test_pages_and_the_api_docs_work_under_the_policy(live_server, browser, alice):  # noqa: F811
+    context = browser.new_context()
+    page = context.new_page()
+    problems = _watch(page)
+    _log_in(page, live_server.url, "alice")
     for path in ("/jobs/", "/nodes/", "/tokens/"):
         page.goto(live_server.url + path)
         page.wait_for_load_state("networkidle")
     page.goto(f"{live_server.url}/api/docs")
     page.wait_for_selector(".swagger-ui .opblock", timeout=20_000)  # the operations rendered
     assert page.locator(".opblock-summary-path").count() >= 5
+    context.close()
+    assert not problems, problems
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("plain_static")
+def test_the_django_admin_works_under_the_policy(live_server, browser, admin_user):  # noqa: F811
+    context = browser.new_context()
+    page = context.new_page()
+    problems = _watch(page)
+    _log_in(page, live_server.url, "admin")
+    for path in ("/admin/", "/admin/auth/user/", f"/admin/auth/user/{admin_user.pk}/change/"):
+        page.goto(live_server.url + path)
+        page.wait_for_load_state("networkidle")
     context.close()
     assert not problems, problems
