@@ -49,6 +49,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so every response gets the CSP, static files and error pages included.
+    "portal.core.middleware.SecurityHeadersMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves collected static files from gunicorn, so the demo needs no separate web server.
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -58,7 +60,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "portal.api.middleware.JsonApiErrorsMiddleware",
+    # Last, so its process_exception sees view exceptions first (portal/core/errors.py).
+    "portal.core.middleware.ErrorsMiddleware",
 ]
 
 # Sites behind SSO (Apache mod_auth_*, Shibboleth, OIDC proxies) set PORTAL_REMOTE_USER=true:
@@ -67,7 +70,8 @@ MIDDLEWARE = [
 # that header on every request, or anyone could claim any user.
 REMOTE_USER_ENABLED = env_bool("PORTAL_REMOTE_USER", False)
 REMOTE_USER_HEADER = env_str("PORTAL_REMOTE_USER_HEADER", "REMOTE_USER")
-AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
+# Passwords are checked behind the login throttle (portal/core/login_throttle.py).
+AUTHENTICATION_BACKENDS = ["portal.core.login_throttle.ThrottledModelBackend"]
 if REMOTE_USER_ENABLED:
     MIDDLEWARE.insert(MIDDLEWARE.index("django.contrib.auth.middleware.AuthenticationMiddleware") + 1,
                       "portal.core.remote_user.RemoteUserMiddleware")
@@ -173,6 +177,35 @@ STORAGES = {
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("PORTAL_SECURE_COOKIES", False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+# ---- security (h4): login throttling, API tokens, Content-Security-Policy
+# Failed logins per account (from any address) and per address (over any accounts) within
+# PORTAL_LOGIN_WINDOW seconds; reaching either limit refuses logins for PORTAL_LOGIN_LOCKOUT s.
+PORTAL_LOGIN_MAX_FAILURES_PER_USER = env_int("PORTAL_LOGIN_MAX_FAILURES_PER_USER", 5, minimum=1)
+PORTAL_LOGIN_MAX_FAILURES_PER_IP = env_int("PORTAL_LOGIN_MAX_FAILURES_PER_IP", 20, minimum=1)
+PORTAL_LOGIN_WINDOW_S = env_int("PORTAL_LOGIN_WINDOW", 900, minimum=1)
+PORTAL_LOGIN_LOCKOUT_S = env_int("PORTAL_LOGIN_LOCKOUT", 900, minimum=1)
+# Where the client's address is. Behind a proxy every client would share the proxy's
+# REMOTE_ADDR (one user's typos locking everyone out): name a header the proxy always
+# overwrites, e.g. HTTP_X_REAL_IP.
+PORTAL_CLIENT_IP_HEADER = env_str("PORTAL_CLIENT_IP_HEADER", "REMOTE_ADDR")
+# API tokens expire after this many days unless issued with another lifetime (at most the max).
+PORTAL_TOKEN_DAYS = env_int("PORTAL_TOKEN_DAYS", 90, minimum=1)
+PORTAL_TOKEN_MAX_DAYS = env_int("PORTAL_TOKEN_MAX_DAYS", 366, minimum=PORTAL_TOKEN_DAYS)
+# No inline scripts anywhere. Inline style *attributes* (bar widths) are allowed, inline style
+# elements are not, except htmx's own indicator style, allowed by its hash (htmx 2.0.x).
+HTMX_INDICATOR_STYLE_HASH = "'sha256-faU7yAF8NxuMTNEwVmBz+VcYeIoBQ2EMHW3WaVxCvnk='"
+# 'unsafe-eval' only because htmx compiles hx-trigger filters ("every 2s [document.visibilityState
+# === 'visible']") with Function(); it still allows no inline or foreign script. Set to "" once
+# the templates' polls stop using trigger filters.
+CSP_SCRIPT_EVAL = env_str("PORTAL_CSP_SCRIPT_EVAL", "'unsafe-eval'")
+PORTAL_CSP = env_str("PORTAL_CSP", "; ".join([
+    "default-src 'self'", f"script-src 'self' {CSP_SCRIPT_EVAL}".strip(),
+    f"style-src 'self' {HTMX_INDICATOR_STYLE_HASH}", "style-src-attr 'unsafe-inline'", "img-src 'self' data:",
+    "font-src 'self'", "connect-src 'self'", "frame-ancestors 'none'", "object-src 'none'", "base-uri 'self'",
+    "form-action 'self'",
+]))
+# ---- end of security
 
 # ---- Celery (workers/celery.py reads these with the CELERY_ prefix)
 # Job-list API pages stay in Redis until a job they show changes (portal/jobs/list_cache.py);

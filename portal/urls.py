@@ -10,7 +10,7 @@ urlpatterns = [
     path("", core_views.home, name="home"),
     path("healthz", core_views.healthz, name="healthz"),
     path("metrics", node_metrics.metrics, name="metrics"),
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/login/", core_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("jobs/", include("portal.jobs.urls")),
     path("nodes/", include("portal.nodes.urls")),
@@ -18,3 +18,6 @@ urlpatterns = [
     path("api/", api.urls),
     path("admin/", admin.site.urls),
 ]
+
+# An outage raised outside any view (e.g. while saving the session) is a 503, not a 500.
+handler500 = "portal.core.errors.server_error"

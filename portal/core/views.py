@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
@@ -23,3 +24,16 @@ def healthz(request: HttpRequest) -> JsonResponse:
     naming what is wrong. Answers within about 1.5 s whatever hangs (services.HEALTH_DEADLINE_S)."""
     health = check_health()
     return JsonResponse(health.as_dict(), status=200 if health.healthy else 503)
+
+
+class LoginView(auth_views.LoginView):
+    """Django's login page; a throttled attempt (portal/core/login_throttle.py) answers 429."""
+
+    def form_invalid(self, form):
+        response = super().form_invalid(form)
+        lockout = getattr(self.request, "login_lockout", None)
+        if lockout is not None:
+            response.status_code = 429
+            response["Retry-After"] = str(lockout.seconds)
+            response.context_data["lockout"] = lockout
+        return response

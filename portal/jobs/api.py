@@ -25,8 +25,20 @@ router = Router(tags=["jobs"])
 
 MAX_ID = 2**63 - 1
 NAME_RE = r"^[A-Za-z0-9_.@-]{1,150}$"
-KEY_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
+KEY_PATTERN = r"^[A-Za-z0-9_.:-]{1,100}$"
+# The states the list filters on, from the one module of job states; the schema's pattern follows.
 STATES = states.ALL - {states.UNCONFIRMED}
+
+
+def _any_case(word: str) -> str:
+    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else re.escape(c) for c in word)
+
+
+_ONE_STATE = "(" + "|".join(_any_case(state) for state in sorted(STATES)) + ")"
+# Comma-separated states in any case, as a pattern, so the schema says exactly what is accepted.
+STATE_LIST_PATTERN = f"^{_ONE_STATE}(,{_ONE_STATE})*$"
+# Dates are ISO 8601 strings; pydantic would also take "1700000000" as a Unix time.
+ISO_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}([T ].*)?$")
 
 
 class Error(Schema):
@@ -116,14 +128,23 @@ class JobList(Schema):
 
 
 class JobListQuery(Schema):
-    state: str | None = Field(None, description="Comma-separated Slurm states, e.g. PENDING,RUNNING")
+    state: str | None = Field(None, pattern=STATE_LIST_PATTERN, max_length=2000,
+                              description="Comma-separated Slurm states, e.g. PENDING,RUNNING; any of "
+                                          + ", ".join(sorted(STATES)))
     team: str | None = Field(None, max_length=64, pattern=r"^[a-z][a-z0-9_-]{0,63}$")
     owner: str | None = Field(None, pattern=NAME_RE)
-    submitted_after: datetime | None = None
-    submitted_before: datetime | None = None
+    submitted_after: datetime | None = Field(None, description="ISO 8601, e.g. 2026-11-30T12:00:00Z")
+    submitted_before: datetime | None = Field(None, description="ISO 8601, e.g. 2026-11-30T12:00:00Z")
     order: Literal["newest", "oldest"] = "newest"
     cursor: int | None = Field(None, ge=1, le=MAX_ID, description="From the previous page's next_cursor")
     limit: int = Field(50, ge=1, le=200)
+
+    @field_validator("submitted_after", "submitted_before", mode="before")
+    @classmethod
+    def _iso_only(cls, value):
+        if value is not None and not (isinstance(value, str) and ISO_DATE_RE.match(value)):
+            raise ValueError("use an ISO 8601 date or date-time, e.g. 2026-11-30T12:00:00Z")
+        return value
 
     @field_validator("submitted_after", "submitted_before")
     @classmethod
@@ -197,7 +218,7 @@ def list_jobs(request: HttpRequest, filters: Query[JobListQuery]):
     try:
         wanted = _service_filters(filters)
     except ValueError as exc:
-        return Status(400, {"detail": str(exc)})
+        return Status(400, {"detail": str(exc), "errors": {"state": [str(exc)]}})
 
     def build(visible: list[str]) -> bytes:
         page = listing.list_jobs_page(user=request.auth, filters=wanted, sort=filters.order, after=filters.cursor,
@@ -213,10 +234,9 @@ def list_jobs(request: HttpRequest, filters: Query[JobListQuery]):
 @router.post("/jobs", response={200: JobDetailOut, 201: JobDetailOut, 400: FormError},
              summary="Submit a job as yourself")
 def create_job(request: HttpRequest, payload: JobIn,
-               idempotency_key: str | None = Header(None, alias="Idempotency-Key")):
+               idempotency_key: str | None = Header(None, alias="Idempotency-Key", pattern=KEY_PATTERN,
+                                                    description="1-100 letters, digits or _.:-")):
     """Runs in Slurm as you. Repeating a request with the same `Idempotency-Key` returns the first job (200)."""
-    if idempotency_key is not None and not KEY_RE.match(idempotency_key):
-        return Status(400, {"detail": "Idempotency-Key: 1-100 letters, digits or _.:-", "errors": {}})
     form = JobSubmitForm(data=payload.dict(), user=request.auth)
     if not form.is_valid():
         errors = {field: [str(m) for m in msgs] for field, msgs in form.errors.items()}

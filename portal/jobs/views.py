@@ -24,11 +24,12 @@ from django.utils import timezone
 from django.utils.timesince import timesince
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from portal.core import errors
 from portal.jobs import access, explain, listing, services, states
 from portal.jobs.forms import JobSubmitForm, JobTemplateForm
 from portal.jobs.models import Job, JobEvent, JobTemplate
 from portal.jobs.output import OutputChunk, OutputUnavailable, read_output
-from portal.slurm.errors import SlurmError, SlurmNotFound, SlurmUnavailable, TokenRefused
+from portal.slurm.errors import SlurmError, SlurmUnavailable
 from portal.slurm.types import PriorityFactors
 from portal.teams.models import Team
 
@@ -43,14 +44,8 @@ ACTION_DONE = {"cancel": "Cancel sent to Slurm.", "hold": "The job is held; it w
 
 
 def slurm_error_text(exc: SlurmError) -> str:
-    """One place that turns the gateway's typed errors into words for the researcher."""
-    if isinstance(exc, SlurmUnavailable):
-        return "Slurm is not answering, try again in a moment."
-    if isinstance(exc, TokenRefused):
-        return f"The portal cannot act for you in Slurm: {exc.message}"
-    if isinstance(exc, SlurmNotFound):
-        return f"Slurm no longer knows this job ({exc.message})."
-    return f"Slurm refused: {exc.message}"
+    """The words for a gateway error: portal/core/errors.py holds them for the API and pages."""
+    return errors.slurm_error_text(exc, "this job")
 
 
 # ---------------------------------------------------------------- presentation helpers

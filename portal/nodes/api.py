@@ -170,7 +170,7 @@ def drain(request: HttpRequest, name: str, payload: DrainIn):
     try:
         drain_node(node=node, reason=payload.reason, actor=request.auth)
     except NodeActionRefused as exc:
-        return Status(400, {"detail": str(exc)})
+        return Status(400, {"detail": str(exc), "errors": {"reason": [str(exc)]}})  # every 400 names its fields
     return Status(200, node)
 
 

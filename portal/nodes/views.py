@@ -22,23 +22,21 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
+from portal.core import errors
 from portal.jobs import access, states
 from portal.jobs.models import Job
 from portal.nodes import queries, services
 from portal.nodes.models import Node, NodeAction
 from portal.nodes.states import OUT_OF_SERVICE, STATE_ORDER, WORD_BADGE, state_word
-from portal.slurm.errors import SlurmError, SlurmNotFound, SlurmUnavailable
+from portal.slurm.errors import SlurmError
 from portal.slurm.types import NodeInfo, gpu_count
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 def slurm_error_text(exc: SlurmError) -> str:
-    if isinstance(exc, SlurmUnavailable):
-        return "Slurm is not answering, so nothing changed. Try again in a moment."
-    if isinstance(exc, SlurmNotFound):
-        return f"Slurm does not know this node any more ({exc.message})."
-    return f"Slurm refused: {exc.message}"
+    """The words for a gateway error: portal/core/errors.py holds them for the API and pages."""
+    return errors.slurm_error_text(exc, "this node")
 
 
 # ---------------------------------------------------------------- presentation helpers

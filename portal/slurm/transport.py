@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pwd
 import subprocess
 import threading
 from typing import Any
@@ -108,13 +109,28 @@ _UNAVAILABLE_HINTS = ("Unable to contact slurm controller", "Connection refused"
 _NOT_FOUND_HINTS = ("Invalid job id", "Invalid node name", "Invalid partition name")
 
 
+def _dropped(user: str, env: dict[str, str] | None) -> dict:
+    """subprocess.run arguments that run a command as `user` with nothing of the portal's:
+    that user's primary group (not root's gid 0), no supplementary groups, and a minimal
+    environment (the portal's holds its database password and secret key)."""
+    try:
+        gid = pwd.getpwnam(user).pw_gid
+    except KeyError:
+        raise SlurmUnavailable(f"no such local user {user!r} to run Slurm commands as") from None
+    minimal = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), "LANG": "C"}
+    if os.environ.get("SLURM_CONF"):
+        minimal["SLURM_CONF"] = os.environ["SLURM_CONF"]
+    return {"user": user, "group": gid, "extra_groups": [], "env": {**minimal, **(env or {})}}
+
+
 def run_cli(args: list[str], *, timeout: float, env: dict[str, str] | None = None,
             user: str | None = None) -> str:
-    """Run a Slurm command. `user` drops to that uid first (needs root) for token-authed calls."""
-    full_env = {**os.environ, **(env or {})}
+    """Run a Slurm command. `user` drops to that uid, its gid and a minimal environment
+    (needs root), for token-authed calls: only `env` (e.g. SLURM_JWT) is passed on."""
+    identity = _dropped(user, env) if user else {"env": {**os.environ, **(env or {})}}
     try:
         proc = subprocess.run(args, check=False, capture_output=True, text=True, timeout=timeout,
-                              env=full_env, user=user, stdin=subprocess.DEVNULL)
+                              stdin=subprocess.DEVNULL, **identity)
     except FileNotFoundError:
         raise SlurmUnavailable(f"{args[0]} is not installed on this host") from None
     except subprocess.TimeoutExpired:

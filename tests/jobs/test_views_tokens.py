@@ -24,7 +24,9 @@ def _raw(html: str) -> str:
 
 def test_a_new_token_is_shown_once_and_acts_as_its_owner(world):
     client = client_for(world["alice"])
-    resp = client.post("/tokens/", {"name": "laptop"})
+    posted = client.post("/tokens/", {"name": "laptop"})
+    assert posted.status_code == 302 and posted["Location"] == "/tokens/"
+    resp = client.get("/tokens/")
     assert resp.status_code == 200 and resp["Cache-Control"] == "no-store"
     raw = _raw(resp.content.decode())
     assert user_for_token(raw) == world["alice"]
