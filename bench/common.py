@@ -69,16 +69,23 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+LOG_DIR = ROOT / "var/log/bench"
+
+
 @contextmanager
 def gunicorn(env: dict[str, str], *, workers: int | None = None, threads: int = 1):
-    """A real gunicorn serving the portal, as in `make demo` (2 x cores + 1 single-threaded
-    workers); yields its base URL."""
+    """A real gunicorn serving the portal exactly as `make demo` does (scripts/portal.sh): the
+    shipped config file (error and access logs to rotated files), 2 x cores + 1 single-threaded
+    workers, keep-alive 10 s, the web's database timeouts; yields its base URL. Logs go to
+    var/log/bench/."""
     workers = workers or 2 * (os.cpu_count() or 1) + 1
     port = free_port()
-    proc = subprocess.Popen([str(ROOT / ".venv/bin/gunicorn"), "portal.wsgi:application", "--bind",
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    env = {**env, "PORTAL_LOG_DIR": str(LOG_DIR), "PORTAL_LOG_NAME": "web"}
+    proc = subprocess.Popen([str(ROOT / ".venv/bin/gunicorn"), "portal.wsgi:application",
+                             "--config", str(ROOT / "scripts/gunicorn.conf.py"), "--bind",
                              f"127.0.0.1:{port}", "--workers", str(workers), "--threads", str(threads),
-                             "--keep-alive", "10", "--log-level", "warning"], cwd=ROOT, env=env,
-                            start_new_session=True)
+                             "--keep-alive", "10"], cwd=ROOT, env=env, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -134,6 +141,8 @@ def start_celery(queue: str, workdir: str, env: dict[str, str]) -> list[subproce
     Each gets its own session so stop_celery can end it with whatever it forked.
     """
     celery = str(ROOT / ".venv/bin/celery")
+    # The database timeouts scripts/portal.sh gives the worker and beat.
+    env = {**env, "PORTAL_DB_STATEMENT_TIMEOUT": "60", "PORTAL_DB_LOCK_TIMEOUT": "30"}
     common = {"cwd": ROOT, "env": env, "start_new_session": True}
     worker = subprocess.Popen([celery, "-A", "workers.celery", "worker", "-Q", queue, "-c", "2", "-n", f"{queue}@%h",
                                "--loglevel=WARNING", "--without-gossip", "--without-mingle"], **common)

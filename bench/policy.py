@@ -32,6 +32,9 @@ from common import ensure_database, machine, percentile, summary_ms  # noqa: E40
 DB = os.environ.setdefault("PORTAL_DB_NAME", "portal_bench_policy")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 os.environ.setdefault("PORTAL_LOG_LEVEL", "WARNING")
+# The policy runs in the Celery worker, with the worker's statement timeout (scripts/portal.sh);
+# seeding 12 million reports needs none.
+os.environ.setdefault("PORTAL_DB_STATEMENT_TIMEOUT", "0")
 ensure_database(DB)
 django.setup()
 

@@ -16,6 +16,8 @@ import django
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+# Seeding a million rows is set-up, not a request: no web statement timeout (settings: 10 s).
+os.environ["PORTAL_DB_STATEMENT_TIMEOUT"] = "0"
 django.setup()
 
 from django.contrib.auth import get_user_model  # noqa: E402
