@@ -8,8 +8,10 @@ must never let root act on anything that is not that user's:
 * root creates only the two levels that live in root-owned directories, `<team>` and
   `<team>/<user>`, walking with O_NOFOLLOW descriptors; a `<user>` level that already exists
   must be the user's and is never chowned;
-* everything below the user's own directory is made by a child process running as the user,
-  so the kernel's own permission checks apply and root never chowns anything there.
+* below the user's own directory, a job's new directory (the default) is made and chowned in
+  the root-only `<team>` level and then renamed into place; anything else is made by a child
+  process running as the user, so the kernel's own permission checks apply. Root never chowns
+  anything that already exists there.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import os
 import pwd
 import re
 import stat
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -107,17 +110,30 @@ def prepare(path: str, *, username: str, teams: Iterable[str]) -> None:
     if os.geteuid() != 0:
         return
     entry = pwd.getpwnam(username)
-    base = _own_tree(checked.team, entry) if checked.team else _open_home(entry)
+    if checked.team is None:
+        _make_below(_open_home(entry), None, checked.below, entry)
+        return
+    team_fd = _team_dir(checked.team)
     try:
-        _make_as_user(base, checked.below, entry)
+        _make_below(_user_dir(team_fd, checked.team, entry), team_fd, checked.below, entry)
+    finally:
+        os.close(team_fd)
+
+
+def _make_below(base: int, staging: int | None, parts: tuple[str, ...], entry: pwd.struct_passwd) -> None:
+    """Create `parts` under the user's own directory `base` (closed afterwards)."""
+    try:
+        if staging is not None and len(parts) == 1 and _move_in_fresh(staging, base, parts[0], entry):
+            return
+        _make_as_user(base, parts, entry)
     finally:
         os.close(base)
 
 
 # ---------------------------------------------------------------- the root-owned levels
 
-def _own_tree(team: str, entry: pwd.struct_passwd) -> int:
-    """A descriptor of `<root>/<team>/<user>`, creating the two levels if need be."""
+def _team_dir(team: str) -> int:
+    """A descriptor of `<root>/<team>`, made root's and 0755 if missing."""
     try:
         root = os.open(settings.CHECKPOINT_ROOT, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
@@ -130,13 +146,48 @@ def _own_tree(team: str, entry: pwd.struct_passwd) -> int:
         os.close(root)
     try:
         _require_root_only(team_fd, team)
-        user_fd = _open_or_make(team_fd, entry.pw_name, mode=0o700, owner=entry)
-    finally:
+    except CheckpointRefused:
         os.close(team_fd)
+        raise
+    return team_fd
+
+
+def _user_dir(team_fd: int, team: str, entry: pwd.struct_passwd) -> int:
+    """A descriptor of `<root>/<team>/<user>`, made the user's and 0700 if missing, else the user's own."""
+    user_fd = _open_or_make(team_fd, entry.pw_name, mode=0o700, owner=entry)
     if os.fstat(user_fd).st_uid != entry.pw_uid:
         os.close(user_fd)
         raise CheckpointRefused(f"{team}/{entry.pw_name} in the checkpoint root is not yours; ask an admin.")
     return user_fd
+
+
+def _move_in_fresh(staging: int, base: int, name: str, entry: pwd.struct_passwd) -> bool:
+    """A job's own new directory, the common case, without a child process.
+
+    It is made and chowned in the root-only team level, where no user can swap it for
+    something else, then renamed into place. False when `name` already exists (the walk as
+    the user then checks it) or the move fails.
+    """
+    try:
+        os.stat(name, dir_fd=base, follow_symlinks=False)
+        return False
+    except FileNotFoundError:
+        pass
+    temp = f".new-{uuid.uuid4().hex}"
+    os.mkdir(temp, 0o700, dir_fd=staging)
+    try:
+        fd = os.open(temp, DIR_FLAGS, dir_fd=staging)
+        try:
+            os.fchmod(fd, 0o700)
+            os.fchown(fd, entry.pw_uid, entry.pw_gid)
+        finally:
+            os.close(fd)
+        os.rename(temp, name, src_dir_fd=staging, dst_dir_fd=base)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.rmdir(temp, dir_fd=staging)
+        return False
+    return True
 
 
 def _require_root_only(fd: int, what: str) -> None:
