@@ -14,10 +14,12 @@ import stat
 import subprocess
 import tempfile
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from portal.jobs import checkpoints
 from portal.jobs.models import Job
 from portal.teams.models import Membership, Team
 from tests.api.conftest import ApiClient
@@ -245,3 +247,15 @@ def test_the_form_shows_the_refusal_on_the_field(root, vision, alice, root_owned
     assert resp.status_code == 400
     assert "your own directory" in " ".join(resp.context["form"].errors["checkpoint_dir"])
     assert not (root / "vision" / "bob").exists()
+
+
+def test_first_submits_racing_for_a_new_tree_all_get_their_dirs(root):
+    """Portal processes making <team>/<user> at once: a loser must not see it still root's."""
+    teams = [f"team{i}" for i in range(6)]   # each a fresh race
+    paths = [checkpoints.default_path(team, "alice", uuid.uuid4()) for team in teams for _ in range(6)]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        list(pool.map(lambda p: checkpoints.prepare(p, username="alice", teams=teams), paths))
+    assert {owner_and_mode(Path(p)) for p in paths} == {("alice", 0o700)}
+    for team in teams:
+        assert owner_and_mode(root / team / "alice") == ("alice", 0o700)
+        assert [p.name for p in (root / team).iterdir()] == ["alice"]   # no staging left behind
