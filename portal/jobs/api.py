@@ -15,6 +15,7 @@ from pydantic import field_validator
 
 from portal.jobs import explain, list_cache, listing, states
 from portal.jobs.access import get_job_for_user
+from portal.jobs.checkpoints import CheckpointRefused
 from portal.jobs.forms import JobSubmitForm
 from portal.jobs.models import Job
 from portal.jobs.output import OutputUnavailable, read_output
@@ -239,11 +240,17 @@ def create_job(request: HttpRequest, payload: JobIn,
     """Runs in Slurm as you. Repeating a request with the same `Idempotency-Key` returns the first job (200)."""
     form = JobSubmitForm(data=payload.dict(), user=request.auth)
     if not form.is_valid():
-        errors = {field: [str(m) for m in msgs] for field, msgs in form.errors.items()}
-        first = next(iter(errors.items()))
-        return Status(400, {"detail": f"{first[0]}: {first[1][0]}", "errors": errors})
-    outcome = submit_job(user=request.auth, data=form.cleaned_data, idempotency_key=idempotency_key)
+        return _form_error({field: [str(m) for m in msgs] for field, msgs in form.errors.items()})
+    try:
+        outcome = submit_job(user=request.auth, spec=form.submit_request(), idempotency_key=idempotency_key)
+    except CheckpointRefused as exc:
+        return _form_error({exc.field: [str(exc)]})
     return _detail_response(outcome.job, 201 if outcome.created else 200)
+
+
+def _form_error(errors: dict[str, list[str]]):
+    first = next(iter(errors.items()))
+    return Status(400, {"detail": f"{first[0]}: {first[1][0]}", "errors": errors})
 
 
 @router.get("/jobs/{job_id}", response={200: JobDetailOut, 404: Error}, summary="Show one job")

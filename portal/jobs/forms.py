@@ -6,16 +6,12 @@ checks again and its own rejection message is shown if it still says no.
 
 from __future__ import annotations
 
-import contextlib
-import posixpath
-import pwd
-
 from django import forms
-from django.conf import settings
 
-from portal.jobs import cluster_info
+from portal.jobs import checkpoints, cluster_info
 from portal.jobs.access import member_teams
 from portal.jobs.models import JobTemplate
+from portal.jobs.services import SubmitRequest
 
 MAX_SCRIPT_BYTES = 64 * 1024
 NAME_MAX = 100
@@ -51,6 +47,10 @@ class JobSubmitForm(forms.Form):
         self.fields["team"].choices = [(name, name) for name in self.teams]
         self.fields["partition"].choices = [(p, p) for p in self.limits]
         self.fields["partition"].initial = cluster_info.default_partition(self.limits)
+        self.fields["checkpoint_dir"].help_text = (
+            f"Leave empty for {checkpoints.default_path('<team>', user.username, '<job id>')}. "
+            f"Your own path must be under {checkpoints.default_path('<team>', user.username, '')} "
+            "or your home directory.")
 
     def clean_name(self) -> str:
         name = self.cleaned_data["name"]
@@ -72,28 +72,30 @@ class JobSubmitForm(forms.Form):
         return self.cleaned_data["partition"] or cluster_info.default_partition(self.limits)
 
     def clean_checkpoint_dir(self) -> str:
-        path = self.cleaned_data["checkpoint_dir"].strip()
+        path = self.cleaned_data["checkpoint_dir"]
         if not path:
             return ""
-        if not path.isprintable() or not path.startswith("/") or ".." in path.split("/"):
-            raise forms.ValidationError("Give an absolute path without '..'.")
-        path = posixpath.normpath(path)
-        roots = [settings.CHECKPOINT_ROOT.rstrip("/")]
-        with contextlib.suppress(KeyError):
-            roots.append(pwd.getpwnam(self.user.username).pw_dir.rstrip("/"))
-        if not any(path == r or path.startswith(r + "/") for r in roots):
-            raise forms.ValidationError(f"Checkpoints must live under {roots[0]} or your home directory.")
-        return path
+        try:
+            return checkpoints.check(path, username=self.user.username, teams=self.teams).path
+        except checkpoints.CheckpointRefused as exc:
+            raise forms.ValidationError(str(exc)) from None
 
     def clean(self) -> dict:
         data = super().clean()
-        # The Team row itself, so that submitting does not look it up again.
-        data["team_ref"] = self.teams.get(data.get("team") or "")
         limits = self.limits.get(data.get("partition") or "")
         if limits is None:
             return data
         self._check_limits(data, limits)
         return data
+
+    def submit_request(self) -> SubmitRequest:
+        """The validated input as the submit service takes it (call after is_valid())."""
+        data = self.cleaned_data
+        return SubmitRequest(
+            team=self.teams[data["team"]], name=data["name"], script=data["script"], partition=data["partition"],
+            nodes=data["nodes"], gpus_per_node=data["gpus_per_node"], gpu_type=data["gpu_type"],
+            cpus_per_task=data["cpus_per_task"], mem_mb=data["mem_mb"], time_limit_min=data["time_limit_min"],
+            requeue=data["requeue"], hold=data["hold"], checkpoint_dir=data["checkpoint_dir"])
 
     def _check_limits(self, data: dict, limits: cluster_info.PartitionLimits) -> None:
         where = f"the {limits.name} partition"

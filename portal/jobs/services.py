@@ -8,23 +8,22 @@ the job but before the row got its Slurm id, the tracker finds the comment and a
 from __future__ import annotations
 
 import logging
-import os
 import pwd
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
-from django.conf import settings
 from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from portal.jobs import list_cache, states
+from portal.jobs import checkpoints, list_cache, states
 from portal.jobs.access import can_control, can_manage_templates, member_teams
+from portal.jobs.checkpoints import CheckpointRefused
 from portal.jobs.models import Job, JobEvent, JobTemplate
 from portal.slurm import gateway
 from portal.slurm.errors import SlurmError, SlurmNotFound, SlurmRejected, SlurmUnavailable, TokenRefused
 from portal.slurm.types import JobSpec, PriorityFactors, QueuedJob
+from portal.teams.models import Team
 
 log = logging.getLogger(__name__)
 
@@ -46,36 +45,32 @@ def portal_comment(job: Job) -> str:
     return f"{COMMENT_PREFIX}{job.uuid}"
 
 
-def default_checkpoint_dir(team: str, username: str, job_uuid) -> str:
-    return str(Path(settings.CHECKPOINT_ROOT) / team / username / str(job_uuid))
+@dataclass(frozen=True)
+class SubmitRequest:
+    """A validated job request: what the submit form and the API hand to submit_job."""
+
+    team: Team
+    name: str
+    script: str
+    partition: str = ""
+    nodes: int = 1
+    gpus_per_node: int = 0
+    gpu_type: str = ""
+    cpus_per_task: int = 1
+    mem_mb: int = 0
+    time_limit_min: int = 60
+    requeue: bool = True
+    hold: bool = False
+    checkpoint_dir: str = ""   # empty: <CHECKPOINT_ROOT>/<team>/<user>/<job uuid>
 
 
-def _prepare_checkpoint_dir(path: str, username: str) -> None:
-    """Create the job's checkpoint directory owned by the user, where the portal may.
-
-    A portal running unprivileged cannot chown; then the site provisions the root and the
-    job creates its own directory (examples/ show `mkdir -p "$CHECKPOINT_DIR"`).
-    """
-    if os.geteuid() != 0 or not path.startswith(settings.CHECKPOINT_ROOT.rstrip("/") + "/"):
-        return
-    entry = pwd.getpwnam(username)
-    target = Path(path)
-    target.mkdir(parents=True, exist_ok=True)
-    for directory in (target.parent, target):  # <root>/<team>/<user> and the job's own
-        os.chown(directory, entry.pw_uid, entry.pw_gid)
-    # <root>/<team> stays root-owned but must be traversable.
-    target.parent.parent.chmod(0o755)
-
-
-def _create_row(user, data: dict, idempotency_key: str | None) -> SubmitOutcome:
+def _create_row(user, spec: SubmitRequest, idempotency_key: str | None) -> SubmitOutcome:
     """The outbox row, in one INSERT (its UUID is made here, so the default path needs no UPDATE)."""
-    team = data.get("team_ref") or member_teams(user).get(name=data["team"])
-    job = Job(owner=user, team=team, name=data["name"], partition=data["partition"],
-              script=data["script"], nodes=data["nodes"], gpus_per_node=data["gpus_per_node"],
-              gpu_type=data.get("gpu_type") or "", cpus_per_task=data["cpus_per_task"],
-              mem_mb=data["mem_mb"], time_limit_min=data["time_limit_min"],
-              requeue=data["requeue"], idempotency_key=idempotency_key)
-    job.checkpoint_dir = data.get("checkpoint_dir") or default_checkpoint_dir(team.name, user.username, job.uuid)
+    job = Job(owner=user, team=spec.team, name=spec.name, partition=spec.partition, script=spec.script,
+              nodes=spec.nodes, gpus_per_node=spec.gpus_per_node, gpu_type=spec.gpu_type,
+              cpus_per_task=spec.cpus_per_task, mem_mb=spec.mem_mb, time_limit_min=spec.time_limit_min,
+              requeue=spec.requeue, idempotency_key=idempotency_key)
+    job.checkpoint_dir = spec.checkpoint_dir or checkpoints.default_path(spec.team.name, user.username, job.uuid)
     try:
         with transaction.atomic():
             job.save(force_insert=True)
@@ -100,13 +95,16 @@ def _spec_for(job: Job, home: str, *, hold: bool = False) -> JobSpec:
     )
 
 
-def submit_job(*, user, data: dict, idempotency_key: str | None = None) -> SubmitOutcome:
-    """Submit a validated job request as `user`. A repeated idempotency key returns the first job."""
-    outcome = _create_row(user, data, idempotency_key)
+def submit_job(*, user, spec: SubmitRequest, idempotency_key: str | None = None) -> SubmitOutcome:
+    """Submit a validated job request as `user`. A repeated idempotency key returns the first job.
+
+    Raises CheckpointRefused (nothing queued, no row kept) when the checkpoint directory may
+    not be used or made."""
+    outcome = _create_row(user, spec, idempotency_key)
     if not outcome.created:
         return outcome
     try:
-        _send(outcome.job, user, hold=bool(data.get("hold")))
+        _send(outcome.job, user, hold=spec.hold)
     finally:
         # The row was written (and maybe updated or deleted again): lists showing it rebuild.
         list_cache.changed([(user.pk, outcome.job.team_id)])
@@ -120,7 +118,11 @@ def _send(job: Job, user, *, hold: bool) -> None:
     except KeyError:
         job.delete()
         raise TokenRefused(f"{user.username!r} has no account on the cluster") from None
-    _prepare_checkpoint_dir(job.checkpoint_dir, user.username)
+    try:
+        _prepare_checkpoint_dir(job, user)
+    except CheckpointRefused:
+        job.delete()
+        raise
     try:
         slurm_id = gateway.submit_job(user.username, _spec_for(job, home, hold=hold))
     except (SlurmRejected, TokenRefused):
@@ -132,6 +134,13 @@ def _send(job: Job, user, *, hold: bool) -> None:
                 detail="Slurm did not confirm the submission; the portal will find the job if it was queued.")
         raise
     _mark_submitted(job, slurm_id, home, user)
+
+
+def _prepare_checkpoint_dir(job: Job, user) -> None:
+    default = checkpoints.default_path(job.team.name, user.username, job.uuid)
+    # The default path is in the job's own team; only a path the user chose needs the team list.
+    teams = [job.team.name] if job.checkpoint_dir == default else member_teams(user).values_list("name", flat=True)
+    checkpoints.prepare(job.checkpoint_dir, username=user.username, teams=teams)
 
 
 def _mark_submitted(job: Job, slurm_id: int, home: str, user) -> None:

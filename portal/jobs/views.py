@@ -26,6 +26,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from portal.core import errors
 from portal.jobs import access, explain, listing, services, states
+from portal.jobs.checkpoints import CheckpointRefused
 from portal.jobs.forms import JobSubmitForm, JobTemplateForm
 from portal.jobs.models import Job, JobEvent, JobTemplate
 from portal.jobs.output import OutputChunk, OutputUnavailable, read_output
@@ -438,7 +439,10 @@ def _submit_initial(request: HttpRequest) -> tuple[dict, JobTemplate | None]:
 def _try_submit(request: HttpRequest, form: JobSubmitForm, key: str) -> HttpResponse | None:
     """Submit a valid form; a redirect on success, None (with the error on the form) otherwise."""
     try:
-        outcome = services.submit_job(user=request.user, data=form.cleaned_data, idempotency_key=key)
+        outcome = services.submit_job(user=request.user, spec=form.submit_request(), idempotency_key=key)
+    except CheckpointRefused as exc:
+        form.add_error(exc.field, str(exc))
+        return None
     except SlurmUnavailable:
         # Slurm may have queued it anyway; the tracker adopts it, so send the user to the job.
         job = Job.objects.filter(owner=request.user, idempotency_key=key).first()

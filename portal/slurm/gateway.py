@@ -90,8 +90,13 @@ def _submit_body(spec: JobSpec) -> dict:
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", **spec.environment}
     job: dict = {
         "name": spec.name, "account": spec.account, "current_working_directory": spec.working_dir,
-        "environment": env, "requeue": spec.requeue, "time_limit": spec.time_limit_min,
-        "nodes": [spec.nodes, spec.nodes], "cpus_per_task": spec.cpus_per_task,
+        # v0.0.38 parses these keys like sbatch's options: "requeue": false is read as the
+        # flag --requeue and ignored (Requeue=1); the opposite flag is "no_requeue".
+        "environment": env, "requeue" if spec.requeue else "no_requeue": True,
+        "time_limit": spec.time_limit_min,
+        # The schema's [min, max] list is accepted and ignored (NumNodes=1); a "min-max"
+        # string is parsed like sbatch -N and pins both ends.
+        "nodes": f"{spec.nodes}-{spec.nodes}", "cpus_per_task": spec.cpus_per_task,
         "comment": spec.comment, "hold": spec.hold,
     }
     if spec.partition:

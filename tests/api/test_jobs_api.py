@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import threading
 
 import pytest
@@ -138,15 +139,25 @@ def one_gpu_busy(unique):
     gateway.cancel_job("bob", job_id)
 
 
-WHOLE_PARTITION = {"nodes": 8, "gpus_per_node": 4, "gpu_type": "h100"}
+def every_usable_gpu() -> dict:
+    """Every GPU on every GPU node in service now (other tests may have drained some): a job
+    asking for this waits while one GPU is busy. Slurm refuses at once a node count it lacks."""
+    out = subprocess.run(["sinfo", "-h", "-p", "gpu", "-N", "-o", "%N %t"], check=True, capture_output=True,
+                         text=True).stdout
+    usable = {line.split()[0] for line in out.splitlines() if line.split()[1] in {"idle", "mix", "alloc"}}
+    return {"nodes": len(usable), "gpus_per_node": 4, "gpu_type": "h100"}
 
 
 def test_hold_then_release(api, submitted, one_gpu_busy):
-    data = submitted("alice", **WHOLE_PARTITION)
-    assert api["alice"].post(f"/jobs/{data['id']}/hold").status_code == 200
-    assert gateway.get_job(data["slurm_job_id"]).reason == "JobHeldUser"
-    assert api["alice"].post(f"/jobs/{data['id']}/release").status_code == 200
-    assert gateway.get_job(data["slurm_job_id"]).reason != "JobHeldUser"
+    data = submitted("alice", **every_usable_gpu())
+    try:
+        assert api["alice"].post(f"/jobs/{data['id']}/hold").status_code == 200
+        assert gateway.get_job(data["slurm_job_id"]).reason == "JobHeldUser"
+        assert api["alice"].post(f"/jobs/{data['id']}/release").status_code == 200
+        assert gateway.get_job(data["slurm_job_id"]).reason != "JobHeldUser"
+    finally:
+        # Before one_gpu_busy ends: it would otherwise start on every node for a moment.
+        gateway.cancel_job("alice", data["slurm_job_id"])
 
 
 def test_requeue_restarts_a_running_job(api, submitted):
@@ -198,8 +209,8 @@ def test_output_follows_by_offset(api, submitted):
     assert followed["text"] == "one\ntwo\n"                  # the chunks add up to the file, nothing twice
 
 
-def test_missing_output_is_a_clear_404(api, submitted, one_gpu_busy):
-    data = submitted("alice", **WHOLE_PARTITION)
+def test_missing_output_is_a_clear_404(api, submitted):
+    data = submitted("alice", hold=True)   # never starts, so it never writes output
     resp = api["alice"].get(f"/jobs/{data['id']}/output", stream="stderr")
     assert resp.status_code == 404
     assert "does not exist yet" in resp.json()["detail"]

@@ -20,7 +20,7 @@ from django.utils import timezone
 from portal.jobs import tracking
 from portal.jobs.access import visible_jobs
 from portal.jobs.models import Job, JobEvent
-from portal.jobs.services import portal_comment, submit_job
+from portal.jobs.services import SubmitRequest, portal_comment, submit_job
 from portal.slurm import gateway
 from portal.teams.models import Membership, Team
 from tests.api.conftest import ApiClient
@@ -66,10 +66,9 @@ def sbatch(user: str, account: str, name: str, *extra: str, wrap: str = "sleep 1
 
 
 def portal_job(user, unique: str, script: str) -> Job:
-    data = {"team": "vision", "name": f"trk-{unique}", "partition": "", "script": script, "nodes": 1,
-            "gpus_per_node": 0, "gpu_type": "", "cpus_per_task": 1, "mem_mb": 0, "time_limit_min": 5,
-            "requeue": True, "checkpoint_dir": ""}
-    return submit_job(user=user, data=data).job
+    spec = SubmitRequest(team=Team.objects.get(name="vision"), name=f"trk-{unique}", script=script,
+                         time_limit_min=5)
+    return submit_job(user=user, spec=spec).job
 
 
 def cycle_until(predicate, *, what: str, timeout: float = 60):

@@ -74,7 +74,6 @@ SLEEPER = "#!/bin/bash\nsleep 120\n"
 
 def submit(user, *, team: str = "vision", script: str = SLEEPER, **extra) -> Job:
     """Submit a real job through the service, as the submit form would."""
-    data = {"name": f"ui-test-{user.username}", "team": team, "partition": "gpu", "script": script, "nodes": 1,
-            "gpus_per_node": 0, "gpu_type": "", "cpus_per_task": 1, "mem_mb": 0, "time_limit_min": 5,
-            "requeue": True, "checkpoint_dir": "", **extra}
-    return services.submit_job(user=user, data=data).job
+    fields = {"name": f"ui-test-{user.username}", "partition": "gpu", "time_limit_min": 5, **extra}
+    spec = services.SubmitRequest(team=Team.objects.get(name=team), script=script, **fields)
+    return services.submit_job(user=user, spec=spec).job
