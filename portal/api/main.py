@@ -11,6 +11,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from portal.api.auth import api_auth
 from portal.jobs.api import router as jobs_router
+from portal.jobs.services import SubmissionUnconfirmed
 from portal.nodes.api import router as nodes_router
 from portal.slurm.errors import SlurmNotFound, SlurmRejected, SlurmUnavailable, TokenRefused
 
@@ -34,7 +35,9 @@ def _error(request, status: int, detail, **extra):
 
 @api.exception_handler(SlurmUnavailable)
 def slurm_unavailable(request, exc: SlurmUnavailable):
-    response = _error(request, 503, f"Slurm is not answering right now: {exc.message}")
+    # An unconfirmed submission names its row: the client retries with the same key, or polls it.
+    extra = {"id": exc.job_id} if isinstance(exc, SubmissionUnconfirmed) else {}
+    response = _error(request, 503, f"Slurm is not answering right now: {exc.message}", **extra)
     response["Retry-After"] = "10"
     return response
 
