@@ -24,6 +24,7 @@ from portal.jobs.models import Job
 from portal.jobs.services import portal_comment
 from portal.slurm import gateway
 from portal.slurm.types import FINISHED_STATES
+from tests.api.conftest import ApiClient
 from tests.conftest import ROOT, wait_until
 from tests.jobs.test_tracking import SLEEPER, cycle_until, fresh_tracker, sbatch, slurm_jobs, vision  # noqa: F401
 from tests.slurm.helpers import spec_for
@@ -43,14 +44,15 @@ def comment_jobs(comment: str) -> list[int]:
 class Child:
     """A separate portal process submitting through the API; it pauses once Slurm has accepted."""
 
-    def __init__(self, user, unique: str, tmp_path: Path):
+    def __init__(self, user, unique: str, tmp_path: Path, **env):
         self.key, self.stop, self.go = f"crash-{unique}", tmp_path / "accepted", tmp_path / "go"
-        body = {"name": f"crash-{unique}", "team": "vision", "script": SLEEPER, "hold": True, "time_limit_min": 5}
+        self.body = {"name": f"crash-{unique}", "team": "vision", "script": SLEEPER, "hold": True,
+                     "time_limit_min": 5}
         token, _ = issue_token(user=user, name="crash")
         cluster_info.partitions()  # in Redis for the child's form validation
-        env = {**os.environ, "PORTAL_DB_NAME": connection.settings_dict["NAME"]}
+        env = {**os.environ, "PORTAL_DB_NAME": connection.settings_dict["NAME"], **env}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.jobs.submit_child", token, self.key, json.dumps(body),
+            [sys.executable, "-m", "tests.jobs.submit_child", token, self.key, json.dumps(self.body),
              str(self.stop), str(self.go)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             text=True)
 
@@ -76,8 +78,8 @@ class Child:
 def child(alice, vision, unique, tmp_path, slurm_jobs):  # noqa: F811
     made: list[Child] = []
 
-    def start() -> Child:
-        made.append(Child(alice, unique, tmp_path))
+    def start(**env) -> Child:
+        made.append(Child(alice, unique, tmp_path, **env))
         return made[-1]
     yield start
     for c in made:
@@ -100,6 +102,25 @@ def test_a_submit_killed_between_slurms_accept_and_the_commit_is_recovered_once(
     assert (row.state, row.reason, row.adopted) == ("PENDING", "JobHeldUser", False)
     assert comment_jobs(portal_comment(row)) == [slurm_id]
     assert Job.objects.filter(slurm_job_id=slurm_id).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_same_key_retry_after_the_crash_adopts_the_job_instead_of_sending_it_again(child, slurm_jobs, alice):  # noqa: F811
+    portal = child(SLURM_TIMEOUT="2")  # the dead request's sending claim runs out after 3 x 2 s
+    slurm_id = portal.accepted()
+    slurm_jobs.append(slurm_id)
+    portal.crash()
+    client = ApiClient(alice)
+
+    def retry():
+        return client.post("/jobs", portal.body, headers={"Idempotency-Key": portal.key})
+    early = retry()  # the crashed request may, for all the portal knows, still be talking to Slurm
+    assert early.status_code == 503 and early.json()["id"] == portal.row().pk
+    late = wait_until(lambda: (r := retry()).status_code == 200 and r, timeout=30, interval=1,
+                      what="the claim of the crashed request to run out")
+
+    assert (late.json()["id"], late.json()["slurm_job_id"]) == (portal.row().pk, slurm_id)
+    assert comment_jobs(portal_comment(portal.row())) == [slurm_id]
 
 
 @pytest.mark.django_db(transaction=True)
