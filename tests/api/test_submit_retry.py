@@ -8,6 +8,9 @@ process pointing the gateway at a port where nothing listens (connection refused
 
 from __future__ import annotations
 
+import select
+import socket
+import socketserver
 import subprocess
 import threading
 import time
@@ -23,6 +26,7 @@ from portal.jobs import cluster_info
 from portal.jobs.models import Job
 from portal.jobs.services import portal_comment
 from portal.slurm import gateway
+from tests.conftest import wait_until
 from tests.jobs.test_tracking_outbox import CLOSED_PORT, comment_jobs
 from tests.slurm.helpers import spec_for
 
@@ -36,6 +40,42 @@ def slurmrestd_refusing(settings):
     cluster_info.partitions()  # form validation reads the cached limits, as a warm portal does
     with override_settings(SLURM={**settings.SLURM, "REST_URL": CLOSED_PORT}):
         yield
+
+
+class _AnswerDropper(socketserver.BaseRequestHandler):
+    """Passes each request on to the real slurmrestd, then hangs up instead of passing its answer
+    back: Slurm acts, the portal never hears (slurmrestd killed mid-request, as seen by the portal)."""
+
+    def handle(self) -> None:
+        upstream = socket.create_connection(("127.0.0.1", self.server.upstream_port))
+        try:
+            while True:
+                readable, _, _ = select.select([self.request, upstream], [], [], 5)
+                if not readable or upstream in readable:
+                    return  # slurmrestd answers (so it has acted), or all went quiet: hang up
+                data = self.request.recv(65536)
+                if not data:
+                    return
+                upstream.sendall(data)
+        finally:
+            upstream.close()
+            self.request.close()
+
+
+@contextmanager
+def answers_lost(settings):
+    """slurmrestd behind a proxy that loses every answer; the gateway times out after 1 s."""
+    cluster_info.partitions()
+    upstream_port = int(settings.SLURM["REST_URL"].rsplit(":", 1)[1])
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), _AnswerDropper) as server:
+        server.upstream_port = upstream_port
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        try:
+            with override_settings(SLURM={**settings.SLURM, "REST_URL": url, "TIMEOUT_S": 1.0}):
+                yield
+        finally:
+            server.shutdown()
 
 
 @pytest.fixture
@@ -155,3 +195,24 @@ def test_a_burst_refused_then_retried_concurrently_makes_exactly_one_job_per_key
         winners = {resp.json()["slurm_job_id"] for key, resp in answers
                    if key == job.idempotency_key and resp.status_code == 200}
         assert winners <= {job.slurm_job_id}
+
+
+@pytest.mark.django_db
+def test_a_lost_answer_after_slurm_accepted_is_settled_by_a_retry_without_a_second_job(api, unique, settings,
+                                                                                       cancel_afterwards):
+    key = f"k-{unique}"
+    with answers_lost(settings):
+        first = submit(api["alice"], unique, key)
+    assert first.status_code == 503, first.content
+    job = Job.objects.get(pk=first.json()["id"])
+    cancel_afterwards.append(portal_comment(job))
+    queued = wait_until(lambda: comment_jobs(portal_comment(job)), timeout=10, what="Slurm to hold the job")
+    assert len(queued) == 1 and job.slurm_job_id is None  # Slurm has it; the portal never heard
+
+    early = submit(api["alice"], unique, key)  # the lost request may, as far as the portal knows, be in flight
+    assert early.status_code == 503 and early.json()["id"] == job.pk
+    late = wait_until(lambda: (r := submit(api["alice"], unique, key)).status_code == 200 and r, timeout=20,
+                      interval=0.5, what="the first request's sending claim to run out")
+
+    assert (late.json()["id"], late.json()["slurm_job_id"]) == (job.pk, queued[0])
+    assert comment_jobs(portal_comment(job)) == queued
