@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import pwd
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -43,6 +44,8 @@ SUBMIT_FAILED = "SUBMIT_FAILED"
 # A submission outlives its request when the answer times out: slurmrestd may still be waiting
 # for slurmctld (MessageTimeout). The row's sending claim lasts this many gateway timeouts.
 SEND_CLAIM_TIMEOUTS = 3
+# How long a repeat waits for an earlier request that is still sending the same row.
+REPEAT_WAIT_S = 3.0
 # sacct is asked about jobs submitted from a little before the row was written (clock skew).
 CLOCK_SLACK = timedelta(minutes=1)
 
@@ -152,8 +155,7 @@ def _settle_repeat(outcome: SubmitOutcome, user, *, hold: bool) -> SubmitOutcome
     if job.slurm_job_id is not None or job.state not in ("", SUBMIT_FAILED):
         return outcome
     if not _claim_send(job):
-        job.refresh_from_db()
-        if job.slurm_job_id is not None:
+        if _first_request_confirms(job):
             return outcome
         raise SubmissionUnconfirmed("An earlier request with this Idempotency-Key is still waiting for "
                                     "Slurm's answer; retry shortly.", job.pk)
@@ -162,6 +164,19 @@ def _settle_repeat(outcome: SubmitOutcome, user, *, hold: bool) -> SubmitOutcome
     finally:
         list_cache.changed([(user.pk, job.team_id)])
     return outcome
+
+
+def _first_request_confirms(job: Job) -> bool:
+    """Wait briefly for the request holding the claim (a double click's first half): Slurm
+    usually answers it in well under a second, and then the repeat gets the job, not a 503."""
+    deadline = time.monotonic() + REPEAT_WAIT_S
+    while True:
+        job.refresh_from_db()
+        if job.slurm_job_id is not None:
+            return True
+        if job.sending_until is None or time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
 
 
 def _claim_send(job: Job) -> bool:

@@ -106,7 +106,7 @@ def test_a_submit_killed_between_slurms_accept_and_the_commit_is_recovered_once(
 
 @pytest.mark.django_db(transaction=True)
 def test_a_same_key_retry_after_the_crash_adopts_the_job_instead_of_sending_it_again(child, slurm_jobs, alice):  # noqa: F811
-    portal = child(SLURM_TIMEOUT="2")  # the dead request's sending claim runs out after 3 x 2 s
+    portal = child(SLURM_TIMEOUT="3")  # the dead request's sending claim runs out after 3 x 3 s
     slurm_id = portal.accepted()
     slurm_jobs.append(slurm_id)
     portal.crash()
