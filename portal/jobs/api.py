@@ -51,6 +51,12 @@ class FormError(Schema):
     errors: dict[str, list[str]]
 
 
+class Unconfirmed(Schema):
+    detail: str
+    id: int | None = Field(None, description="The portal's job id when Slurm did not confirm the "
+                                             "submission: retry with the same Idempotency-Key")
+
+
 class JobIn(Schema):
     name: str = Field(..., max_length=100, description="Job name as Slurm shows it")
     team: str = Field(..., max_length=64, description="Your team; also the Slurm account")
@@ -97,6 +103,9 @@ class JobOut(Schema):
     cpu_time_s: int | None
     max_rss_kb: int | None
     adopted: bool
+    pending_action: str = Field(description="A control asked for and not yet confirmed by Slurm "
+                                            "(cancel, hold, release, requeue), or empty")
+    pending_action_at: datetime | None = Field(description="When that control was asked for")
 
     @staticmethod
     def resolve_uuid(obj: Job) -> str:
@@ -232,12 +241,17 @@ def list_jobs(request: HttpRequest, filters: Query[JobListQuery]):
     return HttpResponse(list_cache.page(request.auth, wanted, query, build), content_type="application/json")
 
 
-@router.post("/jobs", response={200: JobDetailOut, 201: JobDetailOut, 400: FormError},
+@router.post("/jobs", response={200: JobDetailOut, 201: JobDetailOut, 400: FormError, 503: Unconfirmed},
              summary="Submit a job as yourself")
 def create_job(request: HttpRequest, payload: JobIn,
                idempotency_key: str | None = Header(None, alias="Idempotency-Key", pattern=KEY_PATTERN,
                                                     description="1-100 letters, digits or _.:-")):
-    """Runs in Slurm as you. Repeating a request with the same `Idempotency-Key` returns the first job (200)."""
+    """Runs in Slurm as you. Repeating a request with the same `Idempotency-Key` returns the first job (200).
+
+    A 503 (with Retry-After) means Slurm did not confirm the submission; its body carries the
+    job's `id`. Retry with the same key: the portal looks for the job in Slurm and submits it
+    only if Slurm never got it, so a retry never makes a second job.
+    """
     form = JobSubmitForm(data=payload.dict(), user=request.auth)
     if not form.is_valid():
         return _form_error({field: [str(m) for m in msgs] for field, msgs in form.errors.items()})

@@ -59,6 +59,13 @@ class Job(models.Model):
     # True for jobs submitted outside the portal (plain sbatch) that the tracker adopted.
     adopted = models.BooleanField(default=False)
     state_changed_at = models.DateTimeField(null=True, blank=True)
+    # While a request is sending this row to Slurm (or may still be, after a timeout), no
+    # same-key retry may send it again; a crashed sender's claim simply runs out.
+    sending_until = models.DateTimeField(null=True, blank=True)
+    # A control (cancel, hold, release, requeue) the portal asked for and the tracker has not
+    # yet seen take effect: the job page says so instead of leaving the user guessing.
+    pending_action = models.CharField(max_length=16, blank=True)
+    pending_action_at = models.DateTimeField(null=True, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

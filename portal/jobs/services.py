@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import logging
 import pwd
+import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.core.cache import cache
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from portal.jobs import checkpoints, list_cache, states
@@ -21,18 +24,44 @@ from portal.jobs.access import can_control, can_manage_templates, member_teams
 from portal.jobs.checkpoints import CheckpointRefused
 from portal.jobs.models import Job, JobEvent, JobTemplate
 from portal.slurm import gateway
-from portal.slurm.errors import SlurmError, SlurmNotFound, SlurmRejected, SlurmUnavailable, TokenRefused
-from portal.slurm.types import JobSpec, PriorityFactors, QueuedJob
+from portal.slurm.errors import (
+    SlurmError,
+    SlurmNotFound,
+    SlurmRejected,
+    SlurmUnavailable,
+    SlurmUnreached,
+    TokenRefused,
+)
+from portal.slurm.types import FINISHED_STATES, JobSpec, PriorityFactors, QueuedJob
 from portal.teams.models import Team
 
 log = logging.getLogger(__name__)
 
 COMMENT_PREFIX = "portal:"
 ACTIONS = ("cancel", "hold", "release", "requeue")
+# The tracker's mark for an outbox row Slurm never received; a same-key retry may still send it.
+SUBMIT_FAILED = states.SUBMIT_FAILED
+# A submission outlives its request when the answer times out: slurmrestd may still be waiting
+# for slurmctld (MessageTimeout). The row's sending claim lasts this many gateway timeouts.
+SEND_CLAIM_TIMEOUTS = 3
+# How long a repeat waits for an earlier request that is still sending the same row.
+REPEAT_WAIT_S = 3.0
+# sacct is asked about jobs submitted from a little before the row was written (clock skew).
+CLOCK_SLACK = timedelta(minutes=1)
 
 
 class JobActionRefused(Exception):
     """The user may see the job but not do this to it (or the job's state forbids it)."""
+
+
+class SubmissionUnconfirmed(SlurmUnavailable):
+    """Slurm did not confirm a submission. The row stays (`job_id`, the portal's id): the tracker
+    adopts the job if Slurm queued it, and a retry with the same Idempotency-Key settles it."""
+
+    def __init__(self, message: str, job_id: int):
+        super().__init__(message)
+        self.job_id = job_id
+        self.extra = {"id": job_id}   # portal/core/errors.py puts it in the 503's body
 
 
 @dataclass(frozen=True)
@@ -69,7 +98,7 @@ def _create_row(user, spec: SubmitRequest, idempotency_key: str | None) -> Submi
     job = Job(owner=user, team=spec.team, name=spec.name, partition=spec.partition, script=spec.script,
               nodes=spec.nodes, gpus_per_node=spec.gpus_per_node, gpu_type=spec.gpu_type,
               cpus_per_task=spec.cpus_per_task, mem_mb=spec.mem_mb, time_limit_min=spec.time_limit_min,
-              requeue=spec.requeue, idempotency_key=idempotency_key)
+              requeue=spec.requeue, idempotency_key=idempotency_key, sending_until=_send_claim())
     job.checkpoint_dir = spec.checkpoint_dir or checkpoints.default_path(spec.team.name, user.username, job.uuid)
     try:
         with transaction.atomic():
@@ -81,6 +110,10 @@ def _create_row(user, spec: SubmitRequest, idempotency_key: str | None) -> Submi
         return SubmitOutcome(Job.objects.select_related("owner", "team")
                              .get(owner=user, idempotency_key=idempotency_key), False)
     return SubmitOutcome(job, True)
+
+
+def _send_claim() -> datetime:
+    return timezone.now() + timedelta(seconds=SEND_CLAIM_TIMEOUTS * settings.SLURM["TIMEOUT_S"])
 
 
 def _spec_for(job: Job, home: str, *, hold: bool = False) -> JobSpec:
@@ -102,7 +135,7 @@ def submit_job(*, user, spec: SubmitRequest, idempotency_key: str | None = None)
     not be used or made."""
     outcome = _create_row(user, spec, idempotency_key)
     if not outcome.created:
-        return outcome
+        return _settle_repeat(outcome, user, hold=spec.hold)
     try:
         _send(outcome.job, user, hold=spec.hold)
     finally:
@@ -111,13 +144,79 @@ def submit_job(*, user, spec: SubmitRequest, idempotency_key: str | None = None)
     return outcome
 
 
+def _settle_repeat(outcome: SubmitOutcome, user, *, hold: bool) -> SubmitOutcome:
+    """A retry of a submission Slurm never confirmed: adopt the job if Slurm has it, else send it again.
+
+    Same row, same UUID, so the job can exist only once. The conditional claim lets one request
+    at a time do this, and never while the first request may still be talking to Slurm.
+    """
+    job = outcome.job
+    if job.slurm_job_id is not None or job.state not in ("", SUBMIT_FAILED):
+        return outcome
+    if not _claim_send(job):
+        if _first_request_confirms(job):
+            return outcome
+        raise SubmissionUnconfirmed("An earlier request with this Idempotency-Key is still waiting for "
+                                    "Slurm's answer; retry shortly.", job.pk)
+    try:
+        _find_or_send(job, user, hold=hold)
+    finally:
+        list_cache.changed([(user.pk, job.team_id)])
+    return outcome
+
+
+def _first_request_confirms(job: Job) -> bool:
+    """Wait briefly for the request holding the claim (a double click's first half): Slurm
+    usually answers it in well under a second, and then the repeat gets the job, not a 503."""
+    deadline = time.monotonic() + REPEAT_WAIT_S
+    while True:
+        job.refresh_from_db()
+        if job.slurm_job_id is not None:
+            return True
+        if job.sending_until is None or time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+
+
+def _claim_send(job: Job) -> bool:
+    """Take the row's sending claim, if no one holds it and Slurm has not confirmed the job."""
+    now = timezone.now()
+    return bool(Job.objects.filter(pk=job.pk, slurm_job_id__isnull=True, state__in=("", SUBMIT_FAILED))
+                .filter(Q(sending_until__isnull=True) | Q(sending_until__lt=now))
+                .update(sending_until=_send_claim(), state="", reason="", state_changed_at=now))
+
+
+def _find_or_send(job: Job, user, *, hold: bool) -> None:
+    try:
+        found = gateway.find_jobs_by_comment([portal_comment(job)], submitted_after=job.created_at - CLOCK_SLACK)
+    except SlurmUnavailable as exc:
+        _release_claim(job)  # nothing was sent
+        raise SubmissionUnconfirmed(f"Slurm is not answering: {exc.message}", job.pk) from exc
+    slurm_id = found.get(portal_comment(job))
+    if slurm_id is None:
+        _send(job, user, hold=hold)
+    else:  # an earlier attempt reached Slurm after all
+        _mark_submitted(job, slurm_id, _home(user), user)
+
+
+def _release_claim(job: Job) -> None:
+    Job.objects.filter(pk=job.pk, slurm_job_id__isnull=True).update(sending_until=None)
+
+
+def _home(user) -> str:
+    try:
+        return pwd.getpwnam(user.username).pw_dir
+    except KeyError:
+        raise TokenRefused(f"{user.username!r} has no account on the cluster") from None
+
+
 def _send(job: Job, user, *, hold: bool) -> None:
     """Hand the outbox row to Slurm as its owner and record the answer."""
     try:
-        home = pwd.getpwnam(user.username).pw_dir
-    except KeyError:
+        home = _home(user)
+    except TokenRefused:
         job.delete()
-        raise TokenRefused(f"{user.username!r} has no account on the cluster") from None
+        raise
     try:
         _prepare_checkpoint_dir(job, user)
     except CheckpointRefused:
@@ -128,11 +227,13 @@ def _send(job: Job, user, *, hold: bool) -> None:
     except (SlurmRejected, TokenRefused):
         job.delete()  # Slurm said no: nothing was queued, so nothing to track
         raise
-    except SlurmUnavailable:
+    except SlurmUnavailable as exc:
+        if isinstance(exc, SlurmUnreached):
+            _release_claim(job)  # nothing left the portal: a retry may send at once
         # Slurm may or may not have queued it; the tracker adopts it by UUID if it did.
         _record(job, JobEvent.Kind.ACTION, "submit", user, ok=False,
                 detail="Slurm did not confirm the submission; the portal will find the job if it was queued.")
-        raise
+        raise SubmissionUnconfirmed(f"Slurm did not confirm the submission: {exc.message}", job.pk) from exc
     _mark_submitted(job, slurm_id, home, user)
 
 
@@ -147,7 +248,7 @@ def _mark_submitted(job: Job, slurm_id: int, home: str, user) -> None:
     now = timezone.now()
     fields = {"slurm_job_id": slurm_id, "state": "PENDING", "submit_time": now, "state_changed_at": now,
               "working_dir": home, "stdout_path": f"{home}/slurm-{slurm_id}.out",
-              "stderr_path": f"{home}/slurm-{slurm_id}.err"}
+              "stderr_path": f"{home}/slurm-{slurm_id}.err", "sending_until": None}
     with transaction.atomic():  # one commit for the row and its audit entry
         claimed = Job.objects.filter(pk=job.pk, slurm_job_id__isnull=True).update(**fields)
         _record(job, JobEvent.Kind.ACTION, "submit", user, detail=f"Slurm job {slurm_id}")
@@ -163,7 +264,12 @@ def _record(job: Job, kind: str, name: str, actor=None, *, ok: bool = True, deta
 
 
 def control_job(*, user, job: Job, action: str) -> Job:
-    """Cancel, hold, release or requeue `job` as `user`, in Slurm, and audit the outcome."""
+    """Cancel, hold, release or requeue `job` as `user`, in Slurm, and audit the outcome.
+
+    The request is marked on the row before Slurm is asked, so a lost answer (or a tracker
+    that is down) leaves "cancel requested at ..." on the job page until the tracker sees
+    Slurm carry it out. A refusal from Slurm takes the mark off again.
+    """
     if action not in ACTIONS:
         raise JobActionRefused(f"unknown action {action!r}")
     if not can_control(user, job):
@@ -172,13 +278,27 @@ def control_job(*, user, job: Job, action: str) -> Job:
         raise JobActionRefused("Slurm has not confirmed this job yet.")
     call = {"cancel": gateway.cancel_job, "hold": gateway.hold_job,
             "release": gateway.release_job, "requeue": gateway.requeue_job}[action]
+    requested_at = _mark_pending(job, action)
     try:
         call(user.username, job.slurm_job_id)
     except SlurmError as exc:
+        if not exc.retryable:  # Slurm answered no: nothing is on its way
+            Job.objects.filter(pk=job.pk, pending_action_at=requested_at).update(pending_action="",
+                                                                                 pending_action_at=None)
         _record(job, JobEvent.Kind.ACTION, action, user, ok=False, detail=exc.message)
         raise
+    finally:
+        list_cache.changed([(job.owner_id, job.team_id)])
     _record(job, JobEvent.Kind.ACTION, action, user)
     return job
+
+
+def _mark_pending(job: Job, action: str) -> datetime:
+    """Mark the control on the row, unless the job already ended (then nothing will confirm it)."""
+    now = timezone.now()
+    Job.objects.filter(pk=job.pk).exclude(state__in=FINISHED_STATES).update(pending_action=action,
+                                                                         pending_action_at=now)
+    return now
 
 
 def clone_initial(job: Job) -> dict:

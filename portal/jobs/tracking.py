@@ -45,7 +45,7 @@ from django.utils import timezone
 from portal.core.cache import cache_client
 from portal.jobs import explain, list_cache, states
 from portal.jobs.models import Job, JobEvent
-from portal.jobs.services import COMMENT_PREFIX
+from portal.jobs.services import CLOCK_SLACK, COMMENT_PREFIX, SUBMIT_FAILED
 from portal.slurm import gateway
 from portal.slurm.errors import SlurmUnavailable
 from portal.slurm.gres import gpu_count, gpu_type
@@ -54,7 +54,6 @@ from portal.teams.models import Team
 
 log = logging.getLogger(__name__)
 
-SUBMIT_FAILED = states.SUBMIT_FAILED
 SUBMIT_FAILED_REASON = "The portal stopped before Slurm confirmed this job; it was never queued."
 REQUEUED = "REQUEUED"
 FINAL_STATES = states.ENDED
@@ -141,6 +140,8 @@ class _Row:
     state_changed_at: datetime | None
     owner_id: int
     team_id: int
+    pending_action: str
+    pending_action_at: datetime | None
 
     @property
     def tracked(self) -> tuple:
@@ -148,7 +149,8 @@ class _Row:
                 self.exit_code, self.restart_count)
 
 
-_ROW_FIELDS = ("pk", "slurm_job_id", "uuid", "submit_time", *TRACKED, "state_changed_at", "owner_id", "team_id")
+_ROW_FIELDS = ("pk", "slurm_job_id", "uuid", "submit_time", *TRACKED, "state_changed_at", "owner_id", "team_id",
+               "pending_action", "pending_action_at")
 
 
 @dataclass
@@ -191,8 +193,10 @@ def _cycle(result: TrackResult) -> TrackResult:
     if read is not None:
         with transaction.atomic():
             vanished = _apply_sweep(*read, result, started)
-    _save_memo(memo)  # only once the sweep is written: a failed cycle is simply repeated
     thorough = read is not None and read[1] is None
+    if thorough:  # every job's comment is at hand only in a full reconcile
+        vanished += _settle_outbox({t for j in read[0].jobs if (t := _token(j.comment))}, result, started)
+    _save_memo(memo)  # only once the sweep is written: a failed cycle is simply repeated
     try:
         _complete_from_accounting(result, vanished, ended_before=started, thorough=thorough)
     except SlurmUnavailable as exc:
@@ -208,7 +212,7 @@ def _read_queue(memo: _Memo, result: TrackResult) -> tuple[QueueSweep, datetime 
     full = now - memo.reconciled_at >= FULL_SWEEP_S
     if now >= memo.busy_until and not full and memo.queued <= PROBE_MAX_JOBS:
         result.query("probe")
-        if not gateway.jobs_changed_since(memo.since):
+        if not _queue_may_have_changed(memo.since):
             return None
         memo.busy_until = now + BUSY_WINDOW_S
     result.query("sweep")
@@ -218,6 +222,16 @@ def _read_queue(memo: _Memo, result: TrackResult) -> tuple[QueueSweep, datetime 
     sweep = gateway.sweep_jobs(skip_ended_before=settled)
     _remember_sweep(memo, sweep, now, full)
     return sweep, settled
+
+
+def _queue_may_have_changed(since: int) -> bool:
+    """slurmrestd's cheap answer; without slurmrestd, squeue still works: sweep (as when busy,
+    so the next probe waits for BUSY_WINDOW_S instead of costing every cycle a failed call)."""
+    try:
+        return gateway.jobs_changed_since(since)
+    except SlurmUnavailable as exc:
+        log.warning("slurmrestd probe failed, sweeping with squeue instead: %s", exc.message)
+        return True
 
 
 def _remember_sweep(memo: _Memo, sweep: QueueSweep, now: float, full: bool) -> None:
@@ -241,8 +255,6 @@ def _apply_sweep(sweep: QueueSweep, settled: datetime | None, result: TrackResul
     _write_changes(plan.updates, result, now)
     _recover_by_uuid(plan.recovered, result, now)
     _adopt(plan.new, result, now)
-    if settled is None:  # every job's comment is at hand only in a full reconcile
-        _fail_stale_submissions({t for j in sweep.jobs if (t := _token(j.comment))}, result, now)
     return _vanished(active, plan.matched, sweep.queued_ids, now)
 
 
@@ -306,7 +318,7 @@ def _classify(job: JobInfo, by_id: dict[int, list[_Row]], by_uuid: dict[str, _Ro
         plan.matched.add(row.pk)
         # Both ended: the row may hold sacct's final word, which outranks squeue's.
         both_final = row.state in FINAL_STATES and job.finished
-        if _observed(job) != row.tracked and not both_final:
+        if (_observed(job) != row.tracked and not both_final) or _control_done(row, job):
             plan.updates.append((row, job))
         return
     token = _token(job.comment)
@@ -318,6 +330,17 @@ def _classify(job: JobInfo, by_id: dict[int, list[_Row]], by_uuid: dict[str, _Ro
         plan.recovered.append((owner_row, job))
     else:
         result.skipped += 1
+
+
+def _control_done(row: _Row, job: JobInfo) -> bool:
+    """Slurm shows the effect of the control marked on the row (services.control_job)."""
+    action = row.pending_action
+    if not action:
+        return False
+    if job.finished:
+        return True  # whatever was asked, nothing more will happen to an ended job
+    held = job.reason in states.HELD_REASONS
+    return {"hold": held, "release": not held, "requeue": job.restarts > row.restart_count}.get(action, False)
 
 
 def _observed(job: JobInfo) -> tuple:
@@ -340,10 +363,14 @@ _UPDATE_SQL = f"""
 UPDATE {_TABLE} AS j SET state = v.state, reason = v.reason, nodes_list = v.nodes_list,
     start_time = v.start_time, end_time = v.end_time, exit_code = v.exit_code,
     restart_count = v.restart_count, state_changed_at = COALESCE(v.moved_at, j.state_changed_at),
-    accounted = j.accounted AND v.ended, updated_at = %s
+    accounted = j.accounted AND v.ended,
+    pending_action = CASE WHEN v.ended OR v.done_at = j.pending_action_at THEN '' ELSE j.pending_action END,
+    pending_action_at = CASE WHEN v.ended OR v.done_at = j.pending_action_at THEN NULL
+        ELSE j.pending_action_at END,
+    updated_at = %s
 FROM json_to_recordset(%s::json) AS v(id bigint, state text, reason text, nodes_list text,
     start_time timestamptz, end_time timestamptz, exit_code integer, restart_count integer,
-    moved_at timestamptz, ended boolean)
+    moved_at timestamptz, ended boolean, done_at timestamptz)
 WHERE j.id = v.id"""  # noqa: S608 - our own table name; every value is a parameter
 
 # WITH ORDINALITY keeps a cycle's events for one job in order (REQUEUED before PENDING).
@@ -373,8 +400,9 @@ def _write_changes(updates: list[tuple[_Row, JobInfo]], result: TrackResult, now
     for row, job in updates:
         moved = job.state != row.state
         # accounted stays only while the job stays ended; a requeued job is accounted again.
+        # done_at: the control this confirms, so that a newer one asked meanwhile stays marked.
         rows.append({"id": row.pk, **_tracked_fields(job), "moved_at": now if moved else None,
-                     "ended": job.finished})
+                     "ended": job.finished, "done_at": row.pending_action_at if _control_done(row, job) else None})
         events += _timeline(row.pk, row, job)
         result.finished += moved and job.finished and row.state not in FINAL_STATES
     _execute_json(_UPDATE_SQL, now, rows)
@@ -481,18 +509,52 @@ def _adopted_row(job: JobInfo, owner, team: Team, now: datetime, tokens: set[str
 
 # ---------------------------------------------------------------- the submission outbox
 
-def _fail_stale_submissions(queued_tokens: set[str], result: TrackResult, now: datetime) -> None:
-    """Rows the portal wrote but whose submission never reached Slurm (it stopped in between)."""
-    candidates = Job.objects.select_for_update(skip_locked=True).filter(
-        slurm_job_id__isnull=True, state="", created_at__lt=now - OUTBOX_GRACE)
-    stale = [row for row in candidates.only("pk", "uuid", "owner_id", "team_id") if str(row.uuid) not in queued_tokens]
+def _settle_outbox(queued_tokens: set[str], result: TrackResult, now: datetime) -> list[_Row]:
+    """Outbox rows past their grace whose job no full sweep found (the portal stopped before
+    Slurm answered, or Slurm never got them). Slurm is asked once more by comment (sacct keeps
+    jobs slurmctld already purged): rows it knows are recovered and returned, for accounting to
+    complete; the rest are marked as never queued. Slurm is asked outside any transaction."""
+    stale = {f"{COMMENT_PREFIX}{row.uuid}": row for row in _stale_outbox(now)
+             if str(row.uuid) not in queued_tokens}
     if not stale:
+        return []
+    try:
+        found = gateway.find_jobs_by_comment(
+            stale, submitted_after=min(row.created_at for row in stale.values()) - CLOCK_SLACK)
+    except SlurmUnavailable as exc:
+        log.warning("cannot check the outbox against Slurm; next full sweep: %s", exc.message)
+        return []
+    with transaction.atomic():
+        # Again, locked: a retry may have claimed or sent a row meanwhile (services._claim_send).
+        locked = set(_stale_outbox(now).filter(pk__in=[row.pk for row in stale.values()])
+                     .select_for_update(skip_locked=True).values_list("pk", flat=True))
+        ran = {stale[c].pk: job_id for c, job_id in found.items() if stale[c].pk in locked}
+        _mark_never_queued([row for row in stale.values() if row.pk in locked and row.pk not in ran],
+                           result, now)
+        for pk, job_id in ran.items():
+            Job.objects.filter(pk=pk).update(slurm_job_id=job_id, state="PENDING", state_changed_at=now,
+                                             sending_until=None)
+    result.adopted += len(ran)
+    recovered = _rows(Job.objects.filter(pk__in=ran))
+    result.touch(recovered)
+    return recovered
+
+
+def _stale_outbox(now: datetime) -> QuerySet:
+    """Unconfirmed rows past their grace that no request is sending (or may still be)."""
+    return Job.objects.filter(slurm_job_id__isnull=True, state="", created_at__lt=now - OUTBOX_GRACE).filter(
+        Q(sending_until__isnull=True) | Q(sending_until__lt=now)).only("pk", "uuid", "owner_id", "team_id",
+                                                                      "created_at")
+
+
+def _mark_never_queued(rows: list[Job], result: TrackResult, now: datetime) -> None:
+    if not rows:
         return
-    Job.objects.filter(pk__in=[row.pk for row in stale]).update(
+    Job.objects.filter(pk__in=[row.pk for row in rows]).update(
         state=SUBMIT_FAILED, reason=SUBMIT_FAILED_REASON, state_changed_at=now)
-    _insert_events([_event(row.pk, SUBMIT_FAILED, SUBMIT_FAILED_REASON) for row in stale])
-    result.submit_failed += len(stale)
-    result.touch(stale)
+    _insert_events([_event(row.pk, SUBMIT_FAILED, SUBMIT_FAILED_REASON) for row in rows])
+    result.submit_failed += len(rows)
+    result.touch(rows)
 
 
 # ---------------------------------------------------------------- accounting from sacct
@@ -505,7 +567,8 @@ UPDATE {_TABLE} AS j SET state = v.state, exit_code = v.exit_code, elapsed_s = v
     req_mem_mb = v.req_mem_mb, max_rss_kb = v.max_rss_kb,
     nodes_list = COALESCE(NULLIF(j.nodes_list, ''), v.nodes_list, ''),
     start_time = COALESCE(j.start_time, v.start_time), end_time = COALESCE(j.end_time, v.end_time),
-    state_changed_at = COALESCE(v.moved_at, j.state_changed_at), accounted = true, updated_at = %s
+    state_changed_at = COALESCE(v.moved_at, j.state_changed_at), accounted = true, pending_action = '',
+    pending_action_at = NULL, updated_at = %s
 FROM json_to_recordset(%s::json) AS v(id bigint, state text, exit_code integer, elapsed_s integer,
     cpu_time_s bigint, total_cpu_s double precision, alloc_cpus integer, req_mem_mb bigint,
     max_rss_kb bigint, nodes_list text, start_time timestamptz, end_time timestamptz, moved_at timestamptz)

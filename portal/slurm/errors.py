@@ -17,6 +17,10 @@ class SlurmUnavailable(SlurmError):
     retryable = True
 
 
+class SlurmUnreached(SlurmUnavailable):
+    """The request never left: the connection was refused, so Slurm surely did not get it."""
+
+
 class SlurmRejected(SlurmError):
     """Slurm refused the request; `message` is Slurm's own words, fit to show the user."""
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -224,6 +225,29 @@ def accounting(job_ids: list[int]) -> list[AccountingRecord]:
     out = cli(["sacct", "-a", "-n", "-P", "-D", "-j", ",".join(str(int(j)) for j in job_ids),
                "-o", parse.SACCT_FIELDS])
     return parse.accounting_from_sacct(out)
+
+
+def find_jobs_by_comment(comments: Collection[str], *, submitted_after: datetime) -> dict[str, int]:
+    """Slurm ids of the jobs carrying these comments: queued or recently ended ones (squeue),
+    then ones slurmctld already purged (sacct, which keeps comments where the cluster sets
+    AccountingStoreFlags=job_comment). Neither can filter by comment, so both list ids and
+    comments, sacct only from `submitted_after` on. A job id that is not a plain number (an
+    array task) is no portal job."""
+    wanted, found = set(comments), {}
+    _collect_comments(cli(["squeue", "-h", "-a", "-t", "all", "-o", f"%i{parse.SEP}%k"]), parse.SEP,
+                      wanted, found)
+    if wanted - found.keys():
+        since = submitted_after.astimezone().strftime("%Y-%m-%dT%H:%M:%S")  # sacct reads local time
+        _collect_comments(cli(["sacct", "-a", "-X", "-n", "-P", "-S", since, "-o", "JobIDRaw,Comment"]), "|",
+                          wanted, found)
+    return found
+
+
+def _collect_comments(text: str, sep: str, wanted: set[str], found: dict[str, int]) -> None:
+    for line in text.splitlines():
+        raw_id, _, comment = line.partition(sep)
+        if comment in wanted and raw_id.isdigit():
+            found.setdefault(comment, int(raw_id))
 
 
 def job_priority(job_id: int) -> PriorityFactors | None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from portal.slurm.errors import SlurmNotFound, SlurmRejected, SlurmUnavailable
+from portal.slurm.errors import SlurmNotFound, SlurmRejected, SlurmUnavailable, SlurmUnreached
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,9 @@ def rest_request(method: str, path: str, *, base_url: str, timeout: float, user:
             raise SlurmUnavailable(f"slurmrestd did not answer within {timeout:.0f}s") from None
         except httpx.TransportError as exc:
             if attempt + 1 == attempts:
-                raise SlurmUnavailable(f"cannot reach slurmrestd at {base_url}: {exc}") from None
+                # A refused connection sent nothing: a submission retry may safely send again.
+                unsent = SlurmUnreached if isinstance(exc, httpx.ConnectError) else SlurmUnavailable
+                raise unsent(f"cannot reach slurmrestd at {base_url}: {exc}") from None
             log.info("retrying %s %s after a transport error: %s", method, path, exc)
     if resp.status_code == 304:
         return None
