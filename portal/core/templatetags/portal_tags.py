@@ -17,11 +17,12 @@ register = template.Library()
 
 # The server's rendering names its zone, so the page is right even before (or without)
 # portal.js, which rewrites each <time> into the reader's own zone with the same style.
+NONE = "\N{EN DASH}"
 TIME_STYLES = {"seconds": "M j, H:i:s T", "minutes": "M j, H:i T", "day": "D j M, H:i T", "date": "M j, Y"}
 
 
 @register.simple_tag
-def when(value: datetime | None, style: str = "seconds", empty: str = "–") -> SafeString | str:
+def when(value: datetime | None, style: str = "seconds", empty: str = NONE) -> SafeString | str:
     """`<time datetime="ISO" data-style="...">Nov 30, 12:03:04 UTC</time>`, or `empty` for no time."""
     if value is None:
         return empty
@@ -33,7 +34,7 @@ def when(value: datetime | None, style: str = "seconds", empty: str = "–") -> 
 
 
 @register.filter
-def node_links(hostlist: str | None, empty: str = "–") -> SafeString | str:
+def node_links(hostlist: str | None, empty: str = NONE) -> SafeString | str:
     """Slurm's node list ("gpu[01-02]") as one link per node page."""
     names = expand_hostlist(hostlist or "")
     if not names:

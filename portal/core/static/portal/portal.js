@@ -116,9 +116,12 @@
   ["htmx:responseError", "htmx:sendError", "htmx:timeout"].forEach(function (name) {
     document.addEventListener(name, function (event) { if (isPoll(event.detail.elt)) { markStale(); } });
   });
-  document.addEventListener("htmx:afterRequest", function (event) {
-    if (event.detail.successful && isPoll(event.detail.elt)) { markFresh(); }
-  });
+  // Fresh as soon as a poll's good answer arrives (before its swap: afterwards the polling
+  // element may have left the page, and events from it no longer reach the document).
+  function pollAnswered(event) {
+    var xhr = event.detail.xhr;
+    if (isPoll(event.detail.elt) && xhr && xhr.status >= 200 && xhr.status < 400) { markFresh(); }
+  }
 
   // ------------------------------------------------------------ swaps: focus and announcements
   // Elements that carry data-announce and data-state say their state changes out loud, through
@@ -151,6 +154,7 @@
     // A poll that lands on the login page means the session ended: show it as a whole page.
     var url = event.detail.xhr && event.detail.xhr.responseURL;
     if (url && url.indexOf("/accounts/login/") !== -1) { event.preventDefault(); window.location.reload(); return; }
+    pollAnswered(event);
     var target = event.detail.target;
     if (!target || !target.id || !event.detail.shouldSwap) return;
     Object.assign(before, snapshot(target));
