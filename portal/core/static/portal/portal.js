@@ -31,6 +31,12 @@
     button.textContent = "Copied";
   });
 
+  // A read-only field to copy from (a new token) selects itself: data-select-on-focus, not an
+  // inline onfocus, which the CSP would block.
+  document.addEventListener("focusin", function (event) {
+    if (event.target.matches && event.target.matches("input[data-select-on-focus]")) { event.target.select(); }
+  });
+
   // ------------------------------------------------------------ times in the reader's zone
   // The server writes times in its own zone, naming it; here they become the browser's zone,
   // still named ("Nov 30, 07:03:04 EST"), so no reader has to guess which clock a time is on.
