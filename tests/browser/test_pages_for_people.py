@@ -130,6 +130,16 @@ def test_the_page_says_its_data_is_stale_while_polls_fail_and_recovers(browser, 
     page.unroute(polls)
     expect(notice).to_be_hidden(timeout=6_000)
 
+    # On a job page one live area failing is enough, even while another (the output) still answers.
+    page.goto(f"{live_server.url}/jobs/{world['jobs'][0].pk}/")
+    status_polls = re.compile(r"/jobs/\d+/status/")
+    page.route(status_polls, lambda route: route.abort())
+    expect(notice).to_be_visible(timeout=6_000)
+    page.wait_for_timeout(4_000)  # several output polls succeed meanwhile
+    expect(notice).to_be_visible()
+    page.unroute(status_polls)
+    expect(notice).to_be_hidden(timeout=6_000)
+
 
 @pytest.mark.usefixtures("tracker")
 def test_a_state_change_is_announced_to_screen_readers(browser, live_server, world, unique):

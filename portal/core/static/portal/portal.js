@@ -104,29 +104,39 @@
     }
   });
 
-  // Stale data is said, not hidden: while polls fail the page shows since when it is stale.
-  var lastFresh = new Date();
-  function markStale() {
+  // Stale data is said, not hidden: while any live area's polls fail, the page shows since
+  // when that area has not been updated. Each area counts on its own, so the output follow
+  // still answering does not hide a job status that has stopped.
+  var pageLoaded = new Date();
+  var lastFresh = {};  // area id -> time of its last good answer
+  var failing = {};    // area id -> true while its polls fail
+  function areaOf(elt) { return elt.id || elt.getAttribute("hx-get") || "poll"; }
+  function showFreshness() {
     var notice = document.getElementById("live-stale");
     if (!notice) return;
-    notice.textContent = "Not updated since " + formatTime(lastFresh, "clock") + " — retrying";
-    notice.hidden = false;
-    document.body.classList.add("stale");
-  }
-  function markFresh() {
-    lastFresh = new Date();
-    var notice = document.getElementById("live-stale");
-    if (notice && !notice.hidden) { notice.hidden = true; notice.textContent = ""; }
-    document.body.classList.remove("stale");
+    var since = null;
+    Object.keys(failing).forEach(function (area) {
+      var at = lastFresh[area] || pageLoaded;
+      if (!since || at < since) { since = at; }
+    });
+    notice.hidden = !since;
+    notice.textContent = since ? "Not updated since " + formatTime(since, "clock") + " — retrying" : "";
+    document.body.classList.toggle("stale", !!since);
   }
   ["htmx:responseError", "htmx:sendError", "htmx:timeout"].forEach(function (name) {
-    document.addEventListener(name, function (event) { if (isPoll(event.detail.elt)) { markStale(); } });
+    document.addEventListener(name, function (event) {
+      if (isPoll(event.detail.elt)) { failing[areaOf(event.detail.elt)] = true; showFreshness(); }
+    });
   });
   // Fresh as soon as a poll's good answer arrives (before its swap: afterwards the polling
   // element may have left the page, and events from it no longer reach the document).
   function pollAnswered(event) {
     var xhr = event.detail.xhr;
-    if (isPoll(event.detail.elt) && xhr && xhr.status >= 200 && xhr.status < 400) { markFresh(); }
+    var elt = event.detail.elt;
+    if (!isPoll(elt) || !xhr || xhr.status < 200 || xhr.status >= 400) return;
+    var area = areaOf(elt);
+    lastFresh[area] = new Date();
+    if (failing[area]) { delete failing[area]; showFreshness(); }
   }
 
   // ------------------------------------------------------------ swaps: focus and announcements
