@@ -63,6 +63,9 @@ class WatchedBrowser:
         context.on("weberror", self._errors.on_page_error)
         return context
 
+    def allow_console(self, pattern: str) -> None:
+        self._errors.allow(pattern)
+
     def __getattr__(self, name: str):
         return getattr(self._browser, name)
 

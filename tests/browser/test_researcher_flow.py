@@ -92,6 +92,7 @@ def test_a_researcher_submits_watches_reads_and_cancels(browser, live_server, pe
     context.close()
 
     # bob, in the same team, cannot open alice's job.
+    browser.allow_console(r"status of 404 .*/jobs/\d+/")  # the browser reports the 404 this part asks for
     context = browser.new_context()
     page = context.new_page()
     _log_in(page, base, "bob")
