@@ -80,7 +80,7 @@ def test_keyboard_focus_survives_two_refreshes_of_the_job_list(browser, live_ser
 def _pages(world, who: str) -> list[tuple[str, str]]:
     job = world["jobs"][0]
     pages = [("jobs", "/jobs/"), ("job", f"/jobs/{job.pk}/"), ("nodes", "/nodes/"), ("node", "/nodes/gpu01/"),
-             ("tokens", "/tokens/"), ("home", "/")]
+             ("tokens", "/tokens/"), ("home", "/"), ("templates", "/jobs/templates/")]
     return pages + ([("submit", "/jobs/new/")] if who != "admin" else [])  # admin is in no team: no submit
 
 
