@@ -86,7 +86,7 @@ def test_a_researcher_submits_watches_reads_and_cancels(browser, live_server, pe
 
     # A long job, cancelled from its page.
     long_job = _submit(page, base, f"browser-long-{unique}", "#!/bin/bash\nsleep 300\n", submitted)
-    expect(page.locator("#job-state")).to_have_text("Running", timeout=20_000)
+    expect(page.locator("#job-state")).to_have_text("Running", timeout=60_000)
     page.click("#job-status button:has-text('Cancel')")
     expect(page.locator(".msg.success")).to_contain_text("Cancel sent to Slurm")
     expect(page.locator("#job-state")).to_have_text("Cancelled", timeout=15_000)
