@@ -89,7 +89,7 @@ def test_a_researcher_submits_watches_reads_and_cancels(browser, live_server, pe
     expect(page.locator("#job-state")).to_have_text("Running", timeout=60_000)
     page.click("#job-status button:has-text('Cancel')")
     expect(page.locator(".msg.success")).to_contain_text("Cancel sent to Slurm")
-    expect(page.locator("#job-state")).to_have_text("Cancelled", timeout=15_000)
+    expect(page.locator("#job-state")).to_have_text("Cancelled", timeout=90_000)
     assert gateway.get_job(long_job.slurm_job_id).state == "CANCELLED"
     context.close()
 
