@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -38,7 +39,7 @@ def test_it_shows_state_words_gpus_owner_team_nodes_and_elapsed(world):
     assert "resnet" in html
     assert 'class="badge info"' in html and ">Running<" in html
     assert ">8 <span" in html and "h100" in html      # 2 nodes x 4 GPUs
-    assert "gpu[01-02]" in html
+    assert re.search(r"href=\"/nodes/gpu01/\">gpu01</a>, <a [^>]*href=\"/nodes/gpu02/\">gpu02<", html)  # linked
     assert "5m 0" in html                               # elapsed 5m 03s
     assert "width: 50%" in html                         # half of the 10-minute limit used
 
