@@ -93,6 +93,7 @@ pg_start() {
   if pg_running; then
     as_postgres "$(pg_bin)/pg_ctl" -D "$PGDATA" reload >/dev/null
   else
+    pg_isready -q -h 127.0.0.1 -p "$PG_PORT" && stop_other_checkout "$PG_PORT" '/var/pg '
     pg_isready -q -h 127.0.0.1 -p "$PG_PORT" && die "127.0.0.1:$PG_PORT is taken by another PostgreSQL;" \
       "set PORTAL_DB_PORT to a free port"
     say "starting PostgreSQL on 127.0.0.1:$PG_PORT"
@@ -121,6 +122,21 @@ pg_stop() {
   say "stopped PostgreSQL ($PGDATA)"
 }
 
+# stop_other_checkout PORT PATTERN: the server on PORT is another checkout's instance of ours
+# (its command line names <checkout>/var/pg, or it runs in <checkout>/var/redis), e.g. the
+# development tree's when CI runs a fresh clone: stop it, as `cluster/ctl up` does with another
+# checkout's cluster. One machine runs one portal's services on these ports.
+stop_other_checkout() {
+  local pid args
+  pid=$(ss -Hltnp "sport = :$1" 2>/dev/null | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2)
+  [ -n "$pid" ] || return 0
+  args="$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null || true)cwd=$(readlink "/proc/$pid/cwd" || true)"
+  grep -Eq -- "$2" <<<"$args" || return 0
+  say "stopping another checkout's server on port $1 (pid $pid: $args)"
+  kill -INT "$pid"   # PostgreSQL's fast shutdown; Redis shuts down too
+  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.2; done
+}
+
 # ---------------------------------------------------------------- Redis
 redis_ping() { REDISCLI_AUTH=$(cat "$VAR/redis_password" 2>/dev/null) redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>&1; }
 
@@ -146,6 +162,9 @@ appendonly no
 EOF
   )
   chown redis:redis "$conf.new" && mv "$conf.new" "$conf"
+  case $(redis_ping) in
+    *NOAUTH*|*WRONGPASS*|*invalid\ password*) stop_other_checkout "$REDIS_PORT" 'cwd=.*/var/redis$' ;;
+  esac
   case $(redis_ping) in
     PONG) return 0 ;;
     "") ;;
