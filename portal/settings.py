@@ -60,7 +60,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    # Last, so its process_exception sees view exceptions first (portal/core/errors.py).
+    # Last, so its process_exception sees view exceptions first (portal/infra/errors.py).
     "portal.core.middleware.ErrorsMiddleware",
 ]
 
@@ -131,7 +131,7 @@ REDIS_PORT = env_int("PORTAL_REDIS_PORT", 6390, minimum=1)
 REDIS_TIMEOUT_S = env_float("PORTAL_REDIS_TIMEOUT", 1.0)
 if REDIS_TIMEOUT_S <= 0:
     raise ImproperlyConfiguredEnv(f"PORTAL_REDIS_TIMEOUT={REDIS_TIMEOUT_S}: expected seconds > 0")
-PORTAL_REDIS_TIMEOUT_S = REDIS_TIMEOUT_S   # the name portal/core/cache.py reads
+PORTAL_REDIS_TIMEOUT_S = REDIS_TIMEOUT_S   # the name portal/infra/cache.py reads
 
 
 def _redis_url(name: str, db: int, default: str | None = None) -> str:
@@ -142,8 +142,8 @@ def _redis_url(name: str, db: int, default: str | None = None) -> str:
 REDIS_URL = _redis_url("PORTAL_REDIS_URL", 0)
 CACHES = {
     "default": {
-        # A Redis that fails or stalls is a cache miss, never an error (portal/core/cache.py).
-        "BACKEND": "portal.core.cache.ForgivingRedisCache",
+        # A Redis that fails or stalls is a cache miss, never an error (portal/infra/cache.py).
+        "BACKEND": "portal.infra.cache.ForgivingRedisCache",
         "LOCATION": _redis_url("PORTAL_CACHE_URL", 2),
         "OPTIONS": {"socket_timeout": REDIS_TIMEOUT_S, "socket_connect_timeout": REDIS_TIMEOUT_S},
     }
@@ -333,7 +333,7 @@ if PORTAL_HEALTH_KEEP_DAYS * 86400 < PORTAL_HEALTH_MAX_SPOOL_AGE_S:
         f"{PORTAL_HEALTH_MAX_SPOOL_AGE_S} s: a replayed spooled report could be stored twice")
 # ---- end of health policy
 
-# ---- liveness (portal/core/liveness.py: /healthz and /metrics)
+# ---- liveness (portal/infra/liveness.py: /healthz and /metrics)
 # /healthz is 503 when the newest heartbeat of a part is older than this (seconds). The worker
 # and beat beat every few seconds, the tracker each cycle (1 s), the node check every 10 s.
 PORTAL_LIVENESS_STALE_S = {

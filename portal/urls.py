@@ -20,4 +20,4 @@ urlpatterns = [
 ]
 
 # An outage raised outside any view (e.g. while saving the session) is a 503, not a 500.
-handler500 = "portal.core.errors.server_error"
+handler500 = "portal.infra.errors.server_error"

@@ -16,8 +16,8 @@ import pytest
 import redis
 from celery.contrib.testing.worker import start_worker
 
-from portal.core.cache import CACHE_BREAKER
-from portal.core.handoff import BROKER_BREAKER
+from portal.infra.cache import CACHE_BREAKER
+from portal.infra.handoff import BROKER_BREAKER
 from portal.jobs import cluster_info, list_cache
 from portal.slurm import gateway
 from workers.celery import app

@@ -1,7 +1,7 @@
 """The Celery app. Tasks live in workers/tasks/<area>.py and call one service each.
 
 Broker timeouts come from settings (PORTAL_REDIS_TIMEOUT); the signal handlers below write
-the heartbeats /healthz and /metrics read (portal/core/liveness.py).
+the heartbeats /healthz and /metrics read (portal/infra/liveness.py).
 """
 
 import os
@@ -21,7 +21,7 @@ _worker_heartbeat = None
 @signals.worker_init.connect
 def _start_heartbeat(**_) -> None:
     global _worker_heartbeat  # noqa: PLW0603  (one heartbeat thread per worker)
-    from portal.core import liveness  # noqa: PLC0415
+    from portal.infra import liveness  # noqa: PLC0415
 
     _worker_heartbeat = liveness.start_worker_heartbeat()
 
@@ -34,7 +34,7 @@ def _stop_heartbeat(**_) -> None:
 
 @signals.task_prerun.connect
 def _task_heartbeat(**_) -> None:
-    from portal.core import liveness  # noqa: PLC0415
+    from portal.infra import liveness  # noqa: PLC0415
 
     liveness.mark("worker")
 
@@ -42,6 +42,6 @@ def _task_heartbeat(**_) -> None:
 @signals.beat_init.connect
 def _beat_heartbeats(**_) -> None:
     """Only in the beat process: every task it sends is its heartbeat."""
-    from portal.core import liveness  # noqa: PLC0415
+    from portal.infra import liveness  # noqa: PLC0415
 
     signals.before_task_publish.connect(lambda **_: liveness.mark("beat"), weak=False)

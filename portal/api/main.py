@@ -1,4 +1,4 @@
-"""The /api/ surface: one NinjaAPI, routers per area; errors mapped by portal/core/errors.py."""
+"""The /api/ surface: one NinjaAPI, routers per area; errors mapped by portal/infra/errors.py."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from ninja import NinjaAPI, Swagger
 from ninja.errors import HttpError, ValidationError
 
 from portal.api.auth import api_auth
-from portal.core import errors
+from portal.infra import errors
 from portal.jobs.api import router as jobs_router
 from portal.nodes.api import router as nodes_router
 
@@ -31,7 +31,7 @@ def _json(description: str, schema: dict) -> dict:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-# What any operation may answer besides its own documented responses (portal/core/errors.py).
+# What any operation may answer besides its own documented responses (portal/infra/errors.py).
 COMMON_RESPONSES = {
     "401": (lambda op: bool(op.get("security")),
             _json("No valid credentials: missing, unknown, revoked or expired token", ERROR_BODY)),

@@ -13,7 +13,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from portal.api.models import ApiToken
-from portal.core.errors import TokenInvalid
+from portal.infra.errors import TokenInvalid
 
 TOKEN_PREFIX = "cpt_"  # noqa: S105 - a public marker, not a secret
 # Writing last_used_at on every request would turn each read into a write.

@@ -7,11 +7,11 @@ import json
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
-from portal.core import errors
+from portal.infra import errors
 
 
 class ErrorsMiddleware:
-    """Outermost error handling: exceptions from views go through portal/core/errors.py, and
+    """Outermost error handling: exceptions from views go through portal/infra/errors.py, and
     every error under /api/ is JSON with a `detail`, even those Django makes itself (unknown
     paths, wrong methods) before any of our handlers run."""
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.db import connection
 
-from portal.core import liveness
-from portal.core.cache import bounded_client
+from portal.infra import liveness
+from portal.infra.cache import bounded_client
 from portal.slurm import gateway
 from portal.slurm.errors import SlurmError
 

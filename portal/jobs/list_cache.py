@@ -30,7 +30,7 @@ import redis
 from django.conf import settings
 from django.db import connection
 
-from portal.core.cache import CACHE_BREAKER, cache_client
+from portal.infra.cache import CACHE_BREAKER, cache_client
 from portal.jobs.listing import JobFilters, scopes
 
 VERSIONS_TTL_S = 7 * 24 * 3600

@@ -61,7 +61,7 @@ class SubmissionUnconfirmed(SlurmUnavailable):
     def __init__(self, message: str, job_id: int):
         super().__init__(message)
         self.job_id = job_id
-        self.extra = {"id": job_id}   # portal/core/errors.py puts it in the 503's body
+        self.extra = {"id": job_id}   # portal/infra/errors.py puts it in the 503's body
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ from django.db import connection, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from portal.core.cache import cache_client
+from portal.infra.cache import cache_client
 from portal.jobs import explain, list_cache, states
 from portal.jobs.models import Job, JobEvent
 from portal.jobs.services import CLOCK_SLACK, COMMENT_PREFIX, SUBMIT_FAILED

@@ -24,7 +24,7 @@ from django.utils import timezone
 from django.utils.timesince import timesince
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from portal.core import errors
+from portal.infra import errors
 from portal.jobs import access, explain, listing, services, states
 from portal.jobs.checkpoints import CheckpointRefused
 from portal.jobs.forms import JobSubmitForm, JobTemplateForm
@@ -45,7 +45,7 @@ ACTION_DONE = {"cancel": "Cancel sent to Slurm.", "hold": "The job is held; it w
 
 
 def slurm_error_text(exc: SlurmError) -> str:
-    """The words for a gateway error: portal/core/errors.py holds them for the API and pages."""
+    """The words for a gateway error: portal/infra/errors.py holds them for the API and pages."""
     return errors.slurm_error_text(exc, "this job")
 
 

@@ -27,7 +27,7 @@ from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from portal.core import liveness
+from portal.infra import liveness
 from portal.nodes.models import FindingCount, Node, NodeAction
 from portal.nodes.services import AUTO_PREFIX
 

@@ -8,7 +8,7 @@ A sensor whose answer was lost (it gave up waiting) resends the same report with
 nonce, marked as spooled: that is answered with the stored report, not refused. Anything
 else under a seen nonce is a replay and refused.
 
-The hand-off to the policy task never waits on the broker for long (portal.core.handoff):
+The hand-off to the policy task never waits on the broker for long (portal.infra.handoff):
 with the broker down the report is stored all the same, and the periodic node check
 (check_nodes_task, every 10 s) decides for every node from the stored reports.
 """
@@ -24,7 +24,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from portal.core.handoff import hand_off
+from portal.infra.handoff import hand_off
 from portal.nodes import metrics, signing
 from portal.nodes.models import Finding, HealthReport, Node
 

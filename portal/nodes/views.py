@@ -22,7 +22,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from portal.core import errors
+from portal.infra import errors
 from portal.jobs import access, states
 from portal.jobs.models import Job
 from portal.nodes import queries, services
@@ -35,7 +35,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 def slurm_error_text(exc: SlurmError) -> str:
-    """The words for a gateway error: portal/core/errors.py holds them for the API and pages."""
+    """The words for a gateway error: portal/infra/errors.py holds them for the API and pages."""
     return errors.slurm_error_text(exc, "this node")
 
 

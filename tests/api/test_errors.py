@@ -1,4 +1,4 @@
-"""One mapping from errors to answers (portal/core/errors.py), through real requests.
+"""One mapping from errors to answers (portal/infra/errors.py), through real requests.
 
 Outages of what the portal stands on (PostgreSQL, Redis as cache, the broker, Slurm) are a
 503 with Retry-After: JSON under /api/, a plain page for browsers; never a 500 or a hang.
@@ -17,7 +17,7 @@ from django.db import connection
 from django.test import Client, override_settings
 
 from portal.api.services import issue_token
-from portal.core.errors import PortalError, problem_for, server_error
+from portal.infra.errors import PortalError, problem_for, server_error
 from portal.jobs.models import Job
 from portal.slurm.errors import SlurmUnavailable
 from portal.teams.models import Membership

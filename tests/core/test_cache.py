@@ -10,7 +10,7 @@ import pytest
 import redis
 from django.core.cache import caches
 
-from portal.core.cache import CACHE_BREAKER
+from portal.infra.cache import CACHE_BREAKER
 
 
 @pytest.fixture

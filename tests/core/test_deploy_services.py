@@ -155,7 +155,8 @@ def test_a_port_taken_by_another_postgresql_is_named(deployment):
 
 def test_a_frozen_redis_costs_the_cache_and_a_task_hand_off_seconds_not_a_hang(deployment):
     """Redis stopped (SIGSTOP: connections are accepted by the kernel, never answered): the
-    cache gives up after PORTAL_REDIS_TIMEOUT (2 s); a task hand-off (result subscription, then
+    cache gives up after PORTAL_REDIS_TIMEOUT (a miss, not an error: portal/infra/cache.py); a
+    task hand-off (result subscription, then
     the publish, tried twice) within a few of those. It took 63 s with Celery's defaults."""
     code = ("import time\n"
             "from django.core.cache import cache\n"
@@ -165,8 +166,10 @@ def test_a_frozen_redis_costs_the_cache_and_a_task_hand_off_seconds_not_a_hang(d
             "    start = time.monotonic()\n"
             "    try:\n"
             "        call()\n"
+            "        outcome = 'answered'\n"
             "    except Exception as exc:\n"
-            "        print(name, round(time.monotonic() - start, 1), type(exc).__name__)\n")
+            "        outcome = type(exc).__name__\n"
+            "    print(name, round(time.monotonic() - start, 1), outcome)\n")
     pid = int((deployment.var / "redis/redis.pid").read_text())
     os.kill(pid, signal.SIGSTOP)
     try:

@@ -21,8 +21,8 @@ from django.conf import settings
 from django.test import Client
 from django.utils import timezone
 
-from portal.core.cache import CACHE_BREAKER
-from portal.core.handoff import BROKER_BREAKER
+from portal.infra.cache import CACHE_BREAKER
+from portal.infra.handoff import BROKER_BREAKER
 from portal.jobs.models import Job
 from portal.nodes.models import HealthReport, NodeAction
 from portal.slurm import gateway
@@ -42,7 +42,7 @@ BOUND_S = 2.5
 def _redis_pid() -> int:
     """The pid of the redis-server this test run uses, checked against its port."""
     url = urlparse(settings.CACHES["default"]["LOCATION"])
-    info = redis.Redis(host=url.hostname, port=url.port, socket_timeout=2).info("server")
+    info = redis.Redis.from_url(settings.CACHES["default"]["LOCATION"], socket_timeout=2).info("server")
     assert info["tcp_port"] == url.port and url.port != 6379, "refusing to stop a shared Redis"
     return int(info["process_id"])
 

@@ -14,6 +14,7 @@ import pytest
 
 from portal.jobs.models import Job
 from portal.slurm import gateway
+from portal.slurm.parse import memory_mb
 from tests.jobs.test_tracking import cycle_until, fresh_tracker, portal_job, sbatch, slurm_jobs, vision  # noqa: F401
 from tests.jobs.views_support import client_for, submit
 
@@ -45,7 +46,7 @@ def _seff(slurm_id: int) -> tuple[str, str]:
     rss_kb = max((int(r["max_rss"].removesuffix("K")) for r in rows if r["max_rss"]), default=None)
     if rss_kb is None:
         return f"{cpu:.2f}%", ""
-    return f"{cpu:.2f}%", f"{100 * (rss_kb / 1024) / int(job['req_mem'].removesuffix('M')):.2f}%"
+    return f"{cpu:.2f}%", f"{100 * (rss_kb / 1024) / memory_mb(job['req_mem']):.2f}%"
 
 
 def _accounted(slurm_id: int) -> Job:
@@ -110,5 +111,5 @@ def test_a_job_cancelled_after_a_requeue_shows_where_and_how_long_it_ran(alice, 
     html = client_for(alice).get(f"/jobs/{done.pk}/").content.decode()
     assert done.state == "CANCELLED" and done.restart_count == 1
     assert "not placed yet" not in html
-    assert f'<dd class="mono">{ran["nodes"]}</dd>' in html
+    assert f'>{ran["nodes"]}</a></dd>' in html   # the node, linked to its page
     assert _fact(html, "Elapsed") == f"{int(ran['elapsed'])}s" and int(ran["elapsed"]) > 0

@@ -83,7 +83,7 @@ def test_a_node_reads_the_same_on_the_home_page_and_the_node_pages(world, slurm_
         home_page, detail = client.get("/").content.decode(), client.get(f"/nodes/{node}/").content.decode()
     finally:
         gateway.cancel_job("alice", slurm_id)
-    row = home_page[home_page.index(f"<td>{node}</td>"):][:300]
+    row = home_page[home_page.index(f">{node}</a></td>"):][:300]
     assert ">partly used<" in row and "mixed" not in row.split("title=")[0]
     assert ">partly used<" in detail
 

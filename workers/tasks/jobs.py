@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from portal.core.liveness import mark
+from portal.infra.liveness import mark
 from portal.jobs.tracking import track_jobs
 from portal.slurm.errors import SlurmUnavailable
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from portal.core.liveness import mark
+from portal.infra.liveness import mark
 from portal.nodes.policy import apply_node_policy, check_nodes
 from portal.nodes.retention import prune_health_reports
 from portal.nodes.services import sync_nodes

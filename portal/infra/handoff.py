@@ -6,7 +6,7 @@ is tried once, bounded by the broker's socket timeouts (settings: PORTAL_REDIS_T
 logged and reported to the caller, which carries on: what it handed off has a periodic
 safety net (e.g. the node check decides for every node from the stored reports).
 
-After a failure, hand-offs are skipped for a few seconds (portal.core.cache.Breaker), so an
+After a failure, hand-offs are skipped for a few seconds (portal.infra.cache.Breaker), so an
 outage costs the first request one timeout and the following ones nothing.
 """
 
@@ -18,7 +18,7 @@ import redis
 from celery import current_app
 from kombu.exceptions import OperationalError
 
-from portal.core.cache import Breaker
+from portal.infra.cache import Breaker
 
 log = logging.getLogger(__name__)
 BROKER_BREAKER = Breaker("broker")

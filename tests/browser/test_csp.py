@@ -7,7 +7,6 @@ import pytest
 from django.test import Client
 
 from portal.api.services import issue_token
-from tests.browser.conftest import browser, plain_static  # noqa: F401 - fixtures
 
 EXPECTED = ["default-src 'self'", "img-src 'self' data:", "frame-ancestors 'none'",
             "object-src 'none'", "base-uri 'self'", "form-action 'self'", "style-src-attr 'unsafe-inline'"]
@@ -57,7 +56,7 @@ def _log_in(page, base: str, username: str) -> None:
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("plain_static")
-def test_pages_and_the_api_docs_work_under_the_policy(live_server, browser, alice):  # noqa: F811
+def test_pages_and_the_api_docs_work_under_the_policy(live_server, browser, alice):
     context = browser.new_context()
     page = context.new_page()
     problems = _watch(page)
@@ -75,7 +74,7 @@ def test_pages_and_the_api_docs_work_under_the_policy(live_server, browser, alic
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("plain_static")
-def test_the_django_admin_works_under_the_policy(live_server, browser, admin_user):  # noqa: F811
+def test_the_django_admin_works_under_the_policy(live_server, browser, admin_user):
     context = browser.new_context()
     page = context.new_page()
     problems = _watch(page)

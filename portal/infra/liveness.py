@@ -20,7 +20,7 @@ import redis
 from django.conf import settings
 from django.db import connection
 
-from portal.core.cache import cache_client
+from portal.infra.cache import cache_client
 
 log = logging.getLogger(__name__)
 PARTS = ("worker", "beat", "tracker", "node_check")
