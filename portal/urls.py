@@ -1,5 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.shortcuts import redirect
+from django.templatetags.static import static
 from django.urls import include, path
 
 from portal.api.main import api
@@ -9,6 +11,8 @@ from portal.nodes import metrics as node_metrics
 urlpatterns = [
     path("", core_views.home, name="home"),
     path("healthz", core_views.healthz, name="healthz"),
+    # Pages that do not link our icon (Django's admin) make browsers ask for /favicon.ico.
+    path("favicon.ico", lambda request: redirect(static("portal/favicon.svg"), permanent=True)),
     path("metrics", node_metrics.metrics, name="metrics"),
     path("accounts/login/", core_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
