@@ -25,7 +25,9 @@ BURN = "python3 -c 'a = bytearray(200 << 20)\nimport time\nt = time.time()\nwhil
 
 
 def _sacct(slurm_id: int) -> list[dict[str, str]]:
-    out = subprocess.run(["sacct", "-a", "-n", "-P", "-D", "-j", str(slurm_id), "-o",
+    # -S: job ids restart when a checkout's cluster is made anew, and slurmdbd keeps every
+    # earlier cluster's jobs; only this test's few minutes hold the job it submitted.
+    out = subprocess.run(["sacct", "-a", "-n", "-P", "-D", "-S", "now-5minutes", "-j", str(slurm_id), "-o",
                           "JobIDRaw,TotalCPU,CPUTimeRAW,MaxRSS,ReqMem,NodeList,ElapsedRaw"],
                          check=True, capture_output=True, text=True).stdout
     keys = ("id", "total_cpu", "cpu_raw", "max_rss", "req_mem", "nodes", "elapsed")
