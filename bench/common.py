@@ -10,6 +10,7 @@ import http.client
 import json
 import os
 import platform
+import re
 import signal
 import socket
 import statistics
@@ -21,6 +22,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = str(ROOT / ".venv/bin/python")
+CTL = str(ROOT / "cluster/ctl")
+HEALTH_CONF = ROOT / "cluster/state/etc/health.conf"
+POLL_S = 0.05
 
 
 def machine() -> str:
@@ -45,6 +49,21 @@ def summary_ms(values: list[float]) -> str:
         return "n=0"
     return (f"n={len(ms)} p50={percentile(ms, 50):.1f} ms  p95={percentile(ms, 95):.1f} ms  "
             f"p99={percentile(ms, 99):.1f} ms  max={max(ms):.1f} ms  mean={statistics.fmean(ms):.1f} ms")
+
+
+def own_database_setup(default: str) -> str:
+    """Point this process's Django at a bench database of its own (BENCH_DB_NAME, else `default`),
+    made and migrated if needed, then set Django up. Never PORTAL_DB_NAME: a working database's
+    teams (vision, nlp) would then be managed by the bench too. Returns the database name."""
+    import django  # noqa: PLC0415  (benches that do not use Django import this module too)
+
+    name = os.environ.get("BENCH_DB_NAME", default)
+    os.environ["PORTAL_DB_NAME"] = name
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+    os.environ.setdefault("PORTAL_LOG_LEVEL", "WARNING")
+    ensure_database(name)
+    django.setup()
+    return name
 
 
 def ensure_database(name: str) -> dict[str, str]:
@@ -161,3 +180,57 @@ def stop_celery(procs: list[subprocess.Popen], queue: str, app) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
     with app.connection_for_write() as conn:
         conn.default_channel.queue_purge(queue)
+
+
+# ---------------------------------------------------------------- the cluster, for fault benches
+
+def sinfo(node: str) -> tuple[str, str]:
+    out = subprocess.run(["sinfo", "-h", "-N", "-n", node, "-o", "%T|%E"], capture_output=True, text=True,
+                         check=False).stdout.strip().splitlines()
+    state, _, reason = (out[0] if out else "").partition("|")
+    return state, reason
+
+
+def wait_for(predicate, timeout: float) -> float | None:
+    """Seconds until predicate() holds, polling every POLL_S; None on timeout."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if predicate():
+            return time.monotonic() - started
+        time.sleep(POLL_S)
+    return None
+
+
+def portal_url() -> str:
+    match = re.search(r"^url\s*=\s*(\S+)", HEALTH_CONF.read_text(), re.MULTILINE)
+    return match.group(1) if match else "http://127.0.0.1:8000"
+
+
+def point_sensors(url: str) -> None:
+    """The supported way to move the sensors: ctl up rewrites health.conf from PORTAL_HEALTH_URL."""
+    subprocess.run([CTL, "up"], env={**os.environ, "PORTAL_HEALTH_URL": url}, check=True, capture_output=True)
+    if portal_url() != url:
+        raise SystemExit(f"health.conf still says {portal_url()}, not {url}")
+
+
+# ---- the recovery benches' helpers (requeue.py, ettr.py)
+
+def run(args: list[str], **kw) -> str:
+    """A command's stdout; an argument list, never a shell; fails loudly."""
+    return subprocess.run(args, capture_output=True, text=True, check=True, **kw).stdout
+
+
+def job_fields(job_id: int) -> dict[str, str]:
+    """`scontrol -o show job` as a dict (empty once Slurm has forgotten the job)."""
+    out = subprocess.run(["scontrol", "-o", "show", "job", str(job_id)], capture_output=True, text=True,
+                         check=False).stdout
+    return dict(re.findall(r"(\w+)=(\S*)", out))
+
+
+def job_output(out_dir: Path, job_id: int) -> str:
+    """A bench job's output file (`-o DIR/%j.out`), "" before it exists."""
+    try:
+        return (out_dir / f"{job_id}.out").read_text()
+    except FileNotFoundError:
+        return ""
+

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,19 @@ import django
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
-from common import ensure_database, gunicorn, machine, percentile, start_celery, stop_celery  # noqa: E402
+from common import (  # noqa: E402
+    CTL,
+    ensure_database,
+    gunicorn,
+    machine,
+    percentile,
+    point_sensors,
+    portal_url,
+    sinfo,
+    start_celery,
+    stop_celery,
+    wait_for,
+)
 
 DB = os.environ.setdefault("PORTAL_DB_NAME", "portal_bench_drain")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
@@ -48,41 +59,9 @@ from portal.nodes.services import AUTO_PREFIX, sync_nodes  # noqa: E402
 from portal.slurm import gateway  # noqa: E402
 from workers.celery import app  # noqa: E402
 
-CTL = str(ROOT / "cluster/ctl")
-HEALTH_CONF = ROOT / "cluster/state/etc/health.conf"
 NODES = ("gpu07", "gpu08")
 TRIALS = 20
-POLL_S = 0.05
 ANCHOR_S = 300
-
-
-def sinfo(node: str) -> tuple[str, str]:
-    out = subprocess.run(["sinfo", "-h", "-N", "-n", node, "-o", "%T|%E"], capture_output=True, text=True,
-                         check=False).stdout.strip().splitlines()
-    state, _, reason = (out[0] if out else "").partition("|")
-    return state, reason
-
-
-def wait_for(predicate, timeout: float) -> float | None:
-    """Seconds until predicate() holds, polling every POLL_S; None on timeout."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if predicate():
-            return time.monotonic() - started
-        time.sleep(POLL_S)
-    return None
-
-
-def portal_url() -> str:
-    match = re.search(r"^url\s*=\s*(\S+)", HEALTH_CONF.read_text(), re.MULTILINE)
-    return match.group(1) if match else "http://127.0.0.1:8000"
-
-
-def point_sensors(url: str) -> None:
-    """The supported way to move the sensors: ctl up rewrites health.conf from PORTAL_HEALTH_URL."""
-    subprocess.run([CTL, "up"], env={**os.environ, "PORTAL_HEALTH_URL": url}, check=True, capture_output=True)
-    if portal_url() != url:
-        raise SystemExit(f"health.conf still says {portal_url()}, not {url}")
 
 
 # Beat's check_nodes_task (every 10 s) is what resumes a node the hooks drained themselves;

@@ -194,6 +194,8 @@ def main() -> None:
     toks, password = tokens(env), admin_password(env)
     print(f"machine: {machine()}")
     os.environ.update(env)
+    sys.path.insert(0, str(ROOT))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
     from workers.celery import app  # noqa: PLC0415 - needs the bench's environment first
     with tempfile.TemporaryDirectory() as tmp:
         procs = start_celery(queue, tmp, env)   # the real tracker, every second, on the bench database

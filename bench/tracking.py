@@ -89,7 +89,8 @@ _COPY_COLUMNS = ("uuid", "slurm_job_id", "name", "partition", "script", "state",
                  "start_time", "end_time", "nodes", "gpus_per_node", "gpu_type", "cpus_per_task", "mem_mb",
                  "time_limit_min", "requeue", "checkpoint_dir", "nodes_list", "exit_code", "restart_count",
                  "working_dir", "stdout_path", "stderr_path", "elapsed_s", "cpu_time_s", "accounted",
-                 "adopted", "state_changed_at", "created_at", "updated_at", "owner_id", "team_id")
+                 "adopted", "state_changed_at", "created_at", "updated_at", "owner_id", "team_id",
+                 "pending_action")
 
 
 def _history_row(i: int, owner_id: int, team_id: int, now: datetime) -> tuple:
@@ -99,7 +100,7 @@ def _history_row(i: int, owner_id: int, team_id: int, now: datetime) -> tuple:
     return (uuid.uuid4(), 10_000_000 + i, f"train-{i}", "gpu", "", state, "", submit, start, end, 1, 4,
             "h100", 8, 32768, 240, True, "", f"gpu0{i % 8 + 1}", 0 if state == "COMPLETED" else 1, 0,
             "/home/alice", f"/home/alice/slurm-{i}.out", f"/home/alice/slurm-{i}.err", i % 7200,
-            8 * (i % 7200), True, False, end, submit, end, owner_id, team_id)
+            8 * (i % 7200), True, False, end, submit, end, owner_id, team_id, "")
 
 
 def insert_history(owner, team, count: int) -> float:

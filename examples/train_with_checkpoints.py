@@ -11,7 +11,16 @@ usually on another node. This loop loses at most a few steps when that happens, 
    never leaves a half-written checkpoint behind.
 2. It saves once more when Slurm sends SIGTERM. Slurm sends SIGTERM, waits KillWait seconds,
    then sends SIGKILL; the final save fits well inside that window.
-3. On start it loads the checkpoint, if there is one, and continues from its step.
+3. On start it loads the checkpoint, if there is one, and continues from its step: the one
+   in $PORTAL_RESUME_FROM when the cluster's TaskProlog found one (the checkpoint convention,
+   see docs), else its own $CHECKPOINT_DIR/checkpoint.json.
+4. It is fenced: before every save it re-reads $CHECKPOINT_DIR/.portal-generation. When that
+   names a newer attempt than its own $PORTAL_GENERATION, this copy is a stale one (say, on a
+   hung node that woke up after the job was requeued elsewhere): it does not write, and exits
+   with code 75, so it can never overwrite the new attempt's checkpoints.
+
+checkpoint.json holds the step, so the portal's scanner (slurm_plugins/checkpoint_scan.py)
+can tell which step a job will resume from; being renamed into place, it is always complete.
 
 The training itself is simulated (a loss that falls with some noise), so the example needs
 only the Python standard library and runs anywhere, with or without GPUs. Replace
@@ -40,6 +49,12 @@ import time
 from pathlib import Path
 
 CHECKPOINT_FILE = "checkpoint.json"
+GENERATION_FILE = ".portal-generation"
+EXIT_FENCED = 75  # EX_TEMPFAIL: a newer attempt of this job owns the checkpoint directory
+
+
+class Fenced(Exception):
+    """A newer attempt of this job has started; this copy must not write."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -47,13 +62,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=100, help="total training steps")
     parser.add_argument("--step-seconds", type=float, default=1.0, help="simulated time per step")
     parser.add_argument("--save-every", type=int, default=10, help="checkpoint every N steps")
+    parser.add_argument("--no-save-on-signal", action="store_true",
+                        help="stop on SIGTERM without saving, as after a GPU that fell off the bus, whose state "
+                             "is gone (benchmarks use it to measure the worst case)")
     parser.add_argument("--checkpoint-dir", default=os.environ.get("CHECKPOINT_DIR", "checkpoints"),
                         help="where checkpoints live (default: $CHECKPOINT_DIR)")
     return parser.parse_args(argv)
 
 
 def load_checkpoint(directory: Path) -> dict | None:
-    path = directory / CHECKPOINT_FILE
+    return load_checkpoint_file(directory / CHECKPOINT_FILE)
+
+
+def resume_state(directory: Path) -> dict | None:
+    """$PORTAL_RESUME_FROM when it names a checkpoint of this format, else the directory's own."""
+    resume = os.environ.get("PORTAL_RESUME_FROM", "")
+    # It names a checkpoint in $CHECKPOINT_DIR: use it only when that is where this run keeps its own.
+    if resume and directory.resolve() in Path(resume).resolve().parents:
+        path = Path(resume)
+        state = load_checkpoint_file(path / CHECKPOINT_FILE if path.is_dir() else path)
+        if state is not None:
+            print(f"resuming from {path} (PORTAL_RESUME_FROM)", flush=True)
+            return state
+    return load_checkpoint(directory)
+
+
+def load_checkpoint_file(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
@@ -64,8 +98,31 @@ def load_checkpoint(directory: Path) -> dict | None:
         return None
 
 
-def save_checkpoint(directory: Path, state: dict) -> None:
+def own_generation() -> int | None:
+    """This attempt's number from the TaskProlog; None (no fencing) when run outside the cluster."""
+    try:
+        return int(os.environ["PORTAL_GENERATION"])
+    except (KeyError, ValueError):
+        return None
+
+
+def current_generation(directory: Path) -> int | None:
+    try:
+        return int((directory / GENERATION_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def check_fence(directory: Path, generation: int | None) -> None:
+    """Raise Fenced when the directory's generation file names a newer attempt than ours."""
+    current = current_generation(directory)
+    if generation is not None and current is not None and current > generation:
+        raise Fenced(f"generation {current} owns {directory}, this copy is generation {generation}")
+
+
+def save_checkpoint(directory: Path, state: dict, generation: int | None = None) -> None:
     """Write atomically: a reader (or the next run) sees the old checkpoint or the new one, never half."""
+    check_fence(directory, generation)
     tmp = directory / f".{CHECKPOINT_FILE}.{os.getpid()}.tmp"
     with open(tmp, "w") as fh:
         json.dump(state, fh)
@@ -98,7 +155,21 @@ def main(argv: list[str] | None = None) -> int:
     directory = Path(args.checkpoint_dir)
     directory.mkdir(parents=True, exist_ok=True)
     restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
-    state = load_checkpoint(directory) or {"step": 0, "loss": 2.5, "runs": 0}
+    if directory.stat().st_uid != os.geteuid():
+        # A link into someone else's tree: never resume from, or write over, their checkpoints.
+        print(f"error: checkpoint directory {directory} belongs to uid {directory.stat().st_uid}, "
+              "not to you", flush=True)
+        return 2
+    try:
+        return train(args, directory, restarts)
+    except Fenced as exc:
+        print(f"fenced, not saving: {exc}; exiting", flush=True)
+        return EXIT_FENCED
+
+
+def train(args: argparse.Namespace, directory: Path, restarts: int) -> int:
+    generation = own_generation()
+    state = resume_state(directory) or {"step": 0, "loss": 2.5, "runs": 0}
     state["runs"] += 1
     if state["step"]:
         print(f"resumed from step {state['step']} (run {state['runs']}, Slurm restart {restarts})", flush=True)
@@ -115,14 +186,17 @@ def main(argv: list[str] | None = None) -> int:
         state["step"] += 1
         print(f"step {state['step']}/{args.steps} loss {state['loss']:.4f}", flush=True)
         if state["step"] % args.save_every == 0:
-            save_checkpoint(directory, state)
+            save_checkpoint(directory, state, generation)
             print(f"checkpoint saved at step {state['step']}", flush=True)
+        if stop.signal is not None and args.no_save_on_signal:
+            print(f"stopping on signal {stop.signal}; not saving (--no-save-on-signal)", flush=True)
+            return 128 + stop.signal
         if stop.signal is not None:
-            save_checkpoint(directory, state)
+            save_checkpoint(directory, state, generation)
             print(f"stopping on signal {stop.signal}; checkpoint saved at step {state['step']}", flush=True)
             return 128 + stop.signal
 
-    save_checkpoint(directory, state)
+    save_checkpoint(directory, state, generation)
     print(f"training finished: {state['step']} steps, final loss {state['loss']:.4f}", flush=True)
     return 0
 

@@ -42,8 +42,10 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "portal.core",
     "portal.teams",
+    "portal.quotas",
     "portal.jobs",
     "portal.nodes",
+    "portal.recovery",
     "portal.api",
     "ninja",
 ]
@@ -90,6 +92,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "portal.quotas.context.my_teams",
             ],
         },
     },
@@ -206,6 +209,9 @@ PORTAL_CSP = env_str("PORTAL_CSP", "; ".join([
 ]))
 # ---- end of security
 
+# The team page refreshes its live area this often (s); each refresh asks Slurm's sshare once.
+PORTAL_TEAM_POLL_S = env_int("PORTAL_TEAM_POLL", 15, minimum=1)
+
 # ---- Celery (workers/celery.py reads these with the CELERY_ prefix)
 # Job-list API pages stay in Redis until a job they show changes (portal/jobs/list_cache.py);
 # this is the longest a page may live even so. 0 turns the cache off.
@@ -250,7 +256,54 @@ CELERY_BEAT_SCHEDULE = {
         "task": "workers.tasks.nodes.prune_health_reports_task",
         "schedule": env_float("PORTAL_HEALTH_PRUNE_SECONDS", 60.0),
     },
+    # Hung nodes (portal/nodes/hung.py): probe the slurmd of nodes whose sensors went silent and
+    # mark the hung ones DOWN. Cheap when every sensor reports (one indexed query).
+    "find-hung-nodes": {
+        "task": "workers.tasks.nodes.find_hung_nodes_task",
+        "schedule": env_float("PORTAL_HUNG_CHECK_SECONDS", 3.0),
+    },
     # ---- end of health policy
+    # Goodput and ETTR for /metrics and the reliability page, computed ahead of the readers.
+    "refresh-reliability": {
+        "task": "workers.tasks.reliability.refresh_reliability_task",
+        "schedule": env_float("PORTAL_RELIABILITY_REFRESH_SECONDS", 60.0),
+    },
+    # ---- recovery (portal/recovery/cycle.py): attempts from the tracker's state changes,
+    # failures classified, requeues finished. Two indexed queries when nothing changed.
+    "recover-jobs": {
+        "task": "workers.tasks.recovery.recover_jobs_task",
+        "schedule": env_float("PORTAL_RECOVER_SECONDS", 1.0),
+    },
+    # ---- end of recovery
+    # ---- team quotas (portal/quotas/reconcile.py): the safety net behind the hand-off after a
+    # policy change, and what repairs drift made by hand in sacctmgr. Two sacctmgr reads when
+    # nothing differs.
+    # It also switches used-up budgets in Slurm, so this interval bounds how long a team runs
+    # past its budget before the switch: at most this plus one run (well under a second).
+    "reconcile-teams": {
+        "task": "workers.tasks.teams.reconcile_teams_task",
+        "schedule": env_float("PORTAL_TEAM_RECONCILE_SECONDS", 30.0),
+    },
+    # GPU-hour rollup (portal/quotas/rollup.py): finished jobs folded into per-day sums. Usage
+    # never waits for it (team_usage adds jobs that ended after its cursor live); it keeps the
+    # team page's query small. Two indexed queries when nothing changed.
+    "fold-usage": {
+        "task": "workers.tasks.teams.fold_usage_task",
+        "schedule": env_float("PORTAL_USAGE_ROLLUP_SECONDS", 30.0),
+    },
+    # ---- end of team quotas
+}
+
+# ---- team budgets (portal/quotas/reconcile.py): a team over a soft budget runs in this QOS,
+# whose Priority is below the normal QOS's, so PriorityWeightQOS puts its jobs behind the
+# others'. The reconciler creates it, and raises the normal QOS's Priority to
+# NORMAL_QOS_PRIORITY when it is not above the over-budget one's (Slurm's default is 0 for both,
+# and a QOS factor of 0 against 0 ranks nothing).
+TEAM_BUDGETS = {
+    "OVER_BUDGET_QOS": env_str("PORTAL_OVER_BUDGET_QOS", "portal-over-budget"),
+    "OVER_BUDGET_QOS_PRIORITY": env_int("PORTAL_OVER_BUDGET_QOS_PRIORITY", 0, minimum=0),
+    "NORMAL_QOS": env_str("PORTAL_NORMAL_QOS", "normal"),
+    "NORMAL_QOS_PRIORITY": env_int("PORTAL_NORMAL_QOS_PRIORITY", 100, minimum=1),
 }
 
 # ---- Slurm gateway (portal/slurm)
@@ -312,6 +365,16 @@ if not 0 < PORTAL_HEALTH_DRAIN_CAP <= 1:
 PORTAL_HEALTH_ALERT_REPEAT_S = env_int("PORTAL_HEALTH_ALERT_REPEAT", 600, minimum=0)
 # A responding node whose sensor has been silent this long (s) is alerted on: its checks stopped.
 PORTAL_HEALTH_STALE_AFTER_S = env_int("PORTAL_HEALTH_STALE_AFTER", 300, minimum=10)
+# Hung nodes (portal/nodes/hung.py): a node whose newest health report is PORTAL_HUNG_AFTER_S
+# old and whose slurmd has not answered any probe for PORTAL_HUNG_CONFIRM_S is marked DOWN in
+# Slurm and its jobs are moved. PORTAL_HUNG_AFTER_S must exceed a few HealthCheckIntervals.
+PORTAL_HUNG_AFTER_S = env_int("PORTAL_HUNG_AFTER", 15, minimum=5)
+PORTAL_HUNG_CONFIRM_S = env_int("PORTAL_HUNG_CONFIRM", 5, minimum=1)
+PORTAL_HUNG_PROBE_TIMEOUT_S = env_float("PORTAL_HUNG_PROBE_TIMEOUT", 1.5)
+PORTAL_HUNG_CHECK_SECONDS = env_float("PORTAL_HUNG_CHECK_SECONDS", 3.0)
+if PORTAL_HUNG_CONFIRM_S >= PORTAL_HUNG_AFTER_S:
+    raise ImproperlyConfiguredEnv(f"PORTAL_HUNG_CONFIRM={PORTAL_HUNG_CONFIRM_S} must be below "
+                                  f"PORTAL_HUNG_AFTER={PORTAL_HUNG_AFTER_S}")
 # Retention: raw reports (by the time they were received) for this many days, then one summary
 # per node and hour for PORTAL_HEALTH_SUMMARY_KEEP_DAYS. A run folds at most BATCH x MAX_BATCHES
 # reports, each batch in its own short transaction.
@@ -332,6 +395,33 @@ if PORTAL_HEALTH_KEEP_DAYS * 86400 < PORTAL_HEALTH_MAX_SPOOL_AGE_S:
         f"PORTAL_HEALTH_KEEP_DAYS={PORTAL_HEALTH_KEEP_DAYS} keeps reports for less than PORTAL_HEALTH_MAX_SPOOL_AGE="
         f"{PORTAL_HEALTH_MAX_SPOOL_AGE_S} s: a replayed spooled report could be stored twice")
 # ---- end of health policy
+
+# ---- recovery (portal/recovery: failure classes, automatic requeue, crash-loop protection)
+# A job is requeued automatically (after an infrastructure failure) at most this many times in
+# a row without progress; the next such failure holds it in Slurm and tells its owner. A run
+# made progress when it wrote a newer complete checkpoint than the one it started from, or ran
+# PORTAL_CRASH_LOOP_PROGRESS seconds: a long job meets many real faults in its life, and each
+# one it survived with new checkpoints starts the count (and the backoff) again.
+PORTAL_MAX_AUTO_REQUEUES = env_int("PORTAL_MAX_AUTO_REQUEUES", 3, minimum=0)
+PORTAL_CRASH_LOOP_PROGRESS_S = env_int("PORTAL_CRASH_LOOP_PROGRESS", 1800, minimum=1)
+# Seconds to wait before the 1st, 2nd, 3rd... automatic restart in a row (the last value
+# repeats). The run is taken off the bad node at once; the wait is the job's StartTime in Slurm.
+try:
+    PORTAL_REQUEUE_BACKOFF_S = [int(v) for v in env_list("PORTAL_REQUEUE_BACKOFF", ["0", "30", "120"])]
+except ValueError:
+    raise ImproperlyConfiguredEnv("PORTAL_REQUEUE_BACKOFF: expected whole seconds, e.g. 0,30,120") from None
+if any(v < 0 for v in PORTAL_REQUEUE_BACKOFF_S):
+    raise ImproperlyConfiguredEnv(f"PORTAL_REQUEUE_BACKOFF={PORTAL_REQUEUE_BACKOFF_S}: seconds must be >= 0")
+# A job that fails the same way (same cause and XID) on this many different nodes is the job's
+# own problem: it is held, not requeued, and its failures do not count against those nodes.
+PORTAL_CRASH_LOOP_NODES = env_int("PORTAL_CRASH_LOOP_NODES", 2, minimum=2)
+# ...counting only the failures of the last this many seconds: independent faults of one kind
+# do hit a big job now and then; a job that breaks every GPU it touches does so within hours.
+PORTAL_CRASH_LOOP_WINDOW_S = env_int("PORTAL_CRASH_LOOP_WINDOW", 6 * 3600, minimum=60)
+# A fatal finding a node reports up to this many seconds after a job on it failed still
+# explains the failure (the sensor runs every few seconds; the job may die first).
+PORTAL_RECOVERY_FINDING_GRACE_S = env_int("PORTAL_RECOVERY_FINDING_GRACE", 30, minimum=0)
+# ---- end of recovery
 
 # ---- liveness (portal/infra/liveness.py: /healthz and /metrics)
 # /healthz is 503 when the newest heartbeat of a part is older than this (seconds). The worker
@@ -361,3 +451,37 @@ LOGGING = {
 }
 # Celery would replace the root logger's handlers with its own (--logfile, never rotated).
 CELERY_WORKER_HIJACK_ROOT_LOGGER = not LOG_DIR
+
+# ---- notifications (portal/recovery/notify.py): emails to job owners on requeue, crash-loop
+# hold and failure. The demo prints them on the worker's console; sites set
+# PORTAL_EMAIL_BACKEND=smtp and the PORTAL_SMTP_* values. The password comes from
+# PORTAL_SMTP_PASSWORD or the file named by PORTAL_SMTP_PASSWORD_FILE, never the repository.
+_EMAIL_BACKENDS = {"console": "django.core.mail.backends.console.EmailBackend",
+                   "smtp": "django.core.mail.backends.smtp.EmailBackend",
+                   "locmem": "django.core.mail.backends.locmem.EmailBackend",
+                   "none": "django.core.mail.backends.dummy.EmailBackend"}
+EMAIL_BACKEND = _EMAIL_BACKENDS[env_choice("PORTAL_EMAIL_BACKEND", "console", set(_EMAIL_BACKENDS))]
+EMAIL_HOST = env_str("PORTAL_SMTP_HOST", "localhost")
+EMAIL_PORT = env_int("PORTAL_SMTP_PORT", 587, minimum=1)
+EMAIL_HOST_USER = env_str("PORTAL_SMTP_USER", "")
+EMAIL_HOST_PASSWORD = env_optional_secret("PORTAL_SMTP_PASSWORD", default_file=VAR_DIR / "smtp_password")
+# starttls (port 587), ssl (implicit TLS, port 465) or none (a relay on localhost only).
+_SMTP_TLS = env_choice("PORTAL_SMTP_TLS", "starttls", {"starttls", "ssl", "none"})
+EMAIL_USE_TLS = _SMTP_TLS == "starttls"
+EMAIL_USE_SSL = _SMTP_TLS == "ssl"
+# A stalled mail server must not hold a worker: each SMTP step gives up after this many seconds,
+# and the task retries with backoff (PORTAL_NOTIFY_RETRIES times).
+EMAIL_TIMEOUT = env_int("PORTAL_SMTP_TIMEOUT", 10, minimum=1)
+DEFAULT_FROM_EMAIL = env_str("PORTAL_EMAIL_FROM", "Cluster portal <portal@localhost>")
+PORTAL_NOTIFY_RETRIES = env_int("PORTAL_NOTIFY_RETRIES", 5, minimum=0)
+# Absolute links in emails (the job page, the settings page): the address people open the portal at.
+PORTAL_BASE_URL = env_str("PORTAL_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
+# ---- end of notifications
+
+# ---- reliability (portal/recovery/reliability.py): goodput and ETTR over this many days, and
+# how long /metrics keeps the computed figures (a scrape every few seconds must not recompute).
+PORTAL_RELIABILITY_WINDOW_DAYS = env_int("PORTAL_RELIABILITY_WINDOW_DAYS", 7, minimum=1)
+# The beat task refresh-reliability recomputes them every PORTAL_RELIABILITY_REFRESH_SECONDS, so
+# with 1M jobs (about 2 s of SQL) neither a scrape nor the page waits for the computation.
+PORTAL_RELIABILITY_CACHE_S = env_int("PORTAL_RELIABILITY_CACHE_SECONDS", 180, minimum=0)
+# ---- end of reliability

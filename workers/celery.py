@@ -11,7 +11,9 @@ from celery import Celery, signals
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
 # Every task module is listed here so the worker registers them at start-up.
-app = Celery("portal", include=["workers.tasks.nodes", "workers.tasks.jobs"])
+app = Celery("portal", include=["workers.tasks.nodes", "workers.tasks.jobs", "workers.tasks.notify",
+                                "workers.tasks.reliability", "workers.tasks.recovery",
+                                "workers.tasks.teams"])
 app.config_from_object("django.conf:settings", namespace="CELERY")
 
 _worker_heartbeat = None

@@ -10,6 +10,7 @@ from portal.api.auth import api_auth
 from portal.infra import errors
 from portal.jobs.api import router as jobs_router
 from portal.nodes.api import router as nodes_router
+from portal.quotas.api import router as teams_router
 
 # Served from the ninja app's static files (not a CDN), so the page works under our CSP;
 # no validator badge either: it would fetch an image from validator.swagger.io.
@@ -91,3 +92,4 @@ def install_error_handlers(target: NinjaAPI) -> None:
 install_error_handlers(api)
 api.add_router("/v1/", jobs_router)
 api.add_router("/v1/", nodes_router)
+api.add_router("/v1/", teams_router)

@@ -9,11 +9,8 @@ from __future__ import annotations
 from django.db.models import Q, QuerySet
 
 from portal.jobs.models import Job, JobTemplate
+from portal.teams.access import is_admin  # also re-exported: views and APIs import it from here
 from portal.teams.models import Membership, Team
-
-
-def is_admin(user) -> bool:
-    return bool(user.is_authenticated and user.is_active and user.is_staff)
 
 
 def led_team_ids(user) -> list[int]:

@@ -19,6 +19,7 @@ from portal.jobs.checkpoints import CheckpointRefused
 from portal.jobs.forms import JobSubmitForm
 from portal.jobs.models import Job
 from portal.jobs.output import OutputUnavailable, read_output
+from portal.jobs.quota import QuotaExceeded
 from portal.jobs.services import JobActionRefused, control_job, submit_job
 from portal.teams.models import Team
 
@@ -49,6 +50,13 @@ class Error(Schema):
 class FormError(Schema):
     detail: str
     errors: dict[str, list[str]]
+
+
+class QuotaError(Schema):
+    detail: str = Field(description="The limit with the team's numbers, e.g. 'Team vision uses 28 of 32 GPUs; "
+                                    "this job asks for 8.'")
+    limit: Literal["max_gpus", "max_gpus_by_type", "gpu_hours_budget"] = Field(
+        description="The team policy field the job would break")
 
 
 class Unconfirmed(Schema):
@@ -128,8 +136,50 @@ class JobOut(Schema):
         return explain.reason_words(obj.reason) if obj.state == "PENDING" else ""
 
 
+class AttemptOut(Schema):
+    """One run of the job: attempt 0 is the first, N the run after the Nth requeue."""
+
+    number: int
+    started_at: datetime | None
+    ended_at: datetime | None
+    nodes_list: str
+    gpus: int
+    outcome: str = Field(description="'' (running), succeeded, requeued, held or failed")
+    failure_class: str = Field(description="'', infrastructure or application")
+    cause: str
+    failed_node: str
+    detail: str
+    resumed_from: str = Field(description="The checkpoint this run started from ('' for none)")
+    last_checkpoint: str
+    lost_gpu_s: float | None = Field(description="GPU-seconds of work lost when this run failed")
+    exit_code: int | None
+    signal: int | None
+    evidence: dict
+
+
+ATTEMPT_FIELDS = tuple(AttemptOut.model_fields)
+MAX_ATTEMPTS = 100
+
+
+def attempts_of(job: Job) -> list[dict]:
+    """The job's runs, oldest first (the newest MAX_ATTEMPTS of a job requeued more often)."""
+    rows = job.attempts.order_by("-number").values(*ATTEMPT_FIELDS)[:MAX_ATTEMPTS]
+    return list(rows)[::-1]
+
+
 class JobDetailOut(JobOut):
     script: str
+    attempts: list[AttemptOut] = Field(description="Every run of the job: when, where, how it ended, "
+                                                   "the checkpoint it resumed from and the work lost")
+
+    @staticmethod
+    def resolve_reason_text(obj: Job) -> str:
+        # One job: worth the team's numbers for a quota wait (the list keeps the plain words).
+        return explain.job_reason_words(obj)
+
+    @staticmethod
+    def resolve_attempts(obj: Job) -> list[dict]:
+        return attempts_of(obj)
 
 
 class JobList(Schema):
@@ -199,14 +249,15 @@ def _summary(row: dict) -> dict:
 
 
 DETAIL_FIELDS = tuple(name for name in JobDetailOut.model_fields if name not in {"team", "owner", "state_text",
-                                                                                "reason_text", "uuid"})
+                                                                                "reason_text", "uuid", "attempts"})
 
 
 def _detail_response(job: Job, status: int) -> HttpResponse:
     """A JobDetailOut, serialised by hand like the list: the submit path is hot."""
     data = {name: getattr(job, name) for name in DETAIL_FIELDS}
     data.update(uuid=str(job.uuid), team=job.team.name, owner=job.owner.username,
-                state_text=JobOut.resolve_state_text(job), reason_text=JobOut.resolve_reason_text(job))
+                state_text=JobOut.resolve_state_text(job), reason_text=JobDetailOut.resolve_reason_text(job),
+                attempts=attempts_of(job))
     return HttpResponse(json.dumps(data, cls=DjangoJSONEncoder), content_type="application/json", status=status)
 
 
@@ -241,12 +292,18 @@ def list_jobs(request: HttpRequest, filters: Query[JobListQuery]):
     return HttpResponse(list_cache.page(request.auth, wanted, query, build), content_type="application/json")
 
 
-@router.post("/jobs", response={200: JobDetailOut, 201: JobDetailOut, 400: FormError, 503: Unconfirmed},
+@router.post("/jobs", response={200: JobDetailOut, 201: JobDetailOut, 400: FormError, 409: QuotaError,
+                                503: Unconfirmed},
              summary="Submit a job as yourself")
 def create_job(request: HttpRequest, payload: JobIn,
                idempotency_key: str | None = Header(None, alias="Idempotency-Key", pattern=KEY_PATTERN,
                                                     description="1-100 letters, digits or _.:-")):
     """Runs in Slurm as you. Repeating a request with the same `Idempotency-Key` returns the first job (200).
+
+    A 409 means the job would break a hard limit of its team now (its GPU cap, the cap of the
+    GPU type it names, or a used-up hard GPU-hour budget): `detail` gives the numbers, `limit`
+    the policy field, and nothing was sent to Slurm. Submit again when the team holds fewer
+    GPUs or the budget resets.
 
     A 503 (with Retry-After) means Slurm did not confirm the submission; its body carries the
     job's `id`. Retry with the same key: the portal looks for the job in Slurm and submits it
@@ -259,6 +316,8 @@ def create_job(request: HttpRequest, payload: JobIn,
         outcome = submit_job(user=request.auth, spec=form.submit_request(), idempotency_key=idempotency_key)
     except CheckpointRefused as exc:
         return _form_error({exc.field: [str(exc)]})
+    except QuotaExceeded as exc:
+        return Status(409, {"detail": exc.message, "limit": exc.limit})
     return _detail_response(outcome.job, 201 if outcome.created else 200)
 
 

@@ -132,6 +132,12 @@ def _make_below(base: int, staging: int | None, parts: tuple[str, ...], entry: p
 
 # ---------------------------------------------------------------- the root-owned levels
 
+def ensure_team_dir(team: str) -> None:
+    """Make `<root>/<team>` (root's, 0755) if missing; CheckpointRefused when it cannot be."""
+    _parts(f"/{team}")  # a team name is one safe path part
+    os.close(_team_dir(team))
+
+
 def _team_dir(team: str) -> int:
     """A descriptor of `<root>/<team>`, made root's and 0755 if missing."""
     try:

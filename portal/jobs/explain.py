@@ -6,26 +6,57 @@ import signal
 from typing import TYPE_CHECKING
 
 from portal.jobs import states
+from portal.jobs.quota import GpuAsk, team_wait_words
 
 if TYPE_CHECKING:
+    from portal.jobs.models import Job
     from portal.jobs.services import QueueAhead
+
+# Reasons portal/quotas/limits.py can put the team's numbers to.
+TEAM_REASONS = frozenset({"AssocGrpGRES", "AssocGrpGRESRunMinutes", "Priority", "Resources"})
 
 # Pending reasons (squeue %r) -> what a researcher should understand from them.
 REASON_WORDS = {
     "Resources": "Waiting for free GPUs or nodes: the cluster is busy.",
     "Priority": "Other jobs with a higher priority are ahead of it in the queue.",
-    "JobHeldUser": "Held by you or your team lead. Release it to let it run.",
+    "JobHeldUser": "Held by you, your team lead, or the portal after repeated failures (see Runs). "
+                   "Release it to let it run.",
+    "job_requeued_in_held_state": "Taken off its node and held: the portal stopped restarting it after repeated "
+                                  "failures (see Runs). Release it once the cause is fixed.",
     "JobHeldAdmin": "Held by an administrator.",
     "BeginTime": "Waiting for its start time. Requeued jobs wait a moment before they restart.",
     "Dependency": "Waiting for another job it depends on.",
     "DependencyNeverSatisfied": "It depends on a job that failed, so it can never start. Cancel it.",
-    "AssocGrpGRES": "Your team is at its GPU limit. It starts when your team's other jobs finish.",
-    "AssocGrpGRESMinutes": "Your team has used its GPU-hours budget for this period.",
-    "AssocGrpGRESRunMinutes": "Your team's running jobs have reserved all of its GPU-hours.",
-    "AssocMaxJobsLimit": "You have as many jobs running as your account allows.",
+    # Quotas (portal/teams): limits set on the team's Slurm account (association) or on a QOS.
+    # job_reason_words adds the team's numbers where the portal knows them.
+    "AssocGrpGRES": "Your team is using all the GPUs its limit allows at once; this job starts when some of "
+                    "the team's running jobs finish.",
+    "AssocGrpGRESMinutes": "Your team's Slurm account has used all the GPU-minutes it may ever use (a limit "
+                           "set in Slurm by an administrator, GrpTRESMins); new GPU jobs wait until it is raised.",
+    "AssocGrpGRESRunMinutes": "Your team's running jobs together have reserved as many GPU-minutes (GPUs times "
+                              "time left) as its account allows; this job starts as they finish. When the "
+                              "team's GPU-hour budget is used up this limit is 0, and GPU jobs start only "
+                              "after the budget resets or is raised.",
+    "AssocMaxJobsLimit": "You already have as many jobs running as your account allows; this job starts when "
+                         "one of them ends.",
+    "AssocGrpJobsLimit": "Your team already has as many jobs running as its account allows; this job starts "
+                         "when one of them ends.",
     "AssocGrpCpuLimit": "Your team is at its CPU limit.",
-    "QOSMaxGRESPerUser": "You are at your personal GPU limit.",
-    "QOSGrpGRES": "The quality-of-service level is at its GPU limit.",
+    "AssocMaxGRESPerJob": "This job asks for more GPUs than one job of your account may have: it can never "
+                          "start. Cancel it and ask for fewer.",
+    "QOSGrpGRES": "All jobs of its quality of service (QOS) together hold as many GPUs as that QOS allows; "
+                  "it starts when some of them finish.",
+    "QOSGrpGRESMinutes": "Its quality of service (QOS) has used all the GPU-minutes it may use.",
+    "QOSGrpGRESRunMinutes": "The running jobs of its quality of service (QOS) have reserved all the GPU-minutes "
+                            "it allows; it starts as they finish.",
+    "QOSMaxGRESPerUser": "You are using as many GPUs as one person may in its quality of service (QOS); it "
+                         "starts when some of your jobs finish.",
+    "QOSMaxGRESPerJob": "This job asks for more GPUs than one job may in its quality of service (QOS): it can "
+                        "never start. Cancel it and ask for fewer.",
+    "QOSMaxJobsPerUserLimit": "You already have as many jobs running as its quality of service (QOS) allows "
+                              "one person; it starts when one of them ends.",
+    "InvalidQOS": "Its quality of service (QOS) is not allowed for your team's account (it may have changed "
+                  "since you submitted). The portal moves it when the team's budget state changes.",
     "ReqNodeNotAvail": "The nodes it needs are down, drained or reserved.",
     "PartitionTimeLimit": "It asks for more time than the partition allows. Lower its time limit.",
     "PartitionNodeLimit": "It asks for more nodes than the partition allows.",
@@ -48,6 +79,21 @@ def reason_words(reason: str) -> str:
     if not reason or reason == "None":
         return ""
     return REASON_WORDS.get(reason, f"Slurm says: {reason}")
+
+
+def job_reason_words(job: Job, ahead: QueueAhead | None = None) -> str:
+    """Why a waiting job waits, with its team's numbers for a quota wait ("Your team vision is
+    using 32 of its 32 GPUs; ..."), else the plain words of waiting_words. '' for other jobs."""
+    if job.state != "PENDING":
+        return ""
+    words = ""
+    if job.reason in TEAM_REASONS and job.gpus_per_node:
+        words = team_wait_words(job.reason, job.team, GpuAsk(job.nodes, job.gpus_per_node, job.gpu_type))
+    if not words:
+        return waiting_words(job.reason, ahead)
+    if job.reason in {"Priority", "Resources"} and ahead is not None:
+        return f"{words} {waiting_words(job.reason, ahead)}"
+    return words
 
 
 def _jobs(count: int, whose: str) -> str:

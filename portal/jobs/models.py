@@ -64,8 +64,17 @@ class Job(models.Model):
     sending_until = models.DateTimeField(null=True, blank=True)
     # A control (cancel, hold, release, requeue) the portal asked for and the tracker has not
     # yet seen take effect: the job page says so instead of leaving the user guessing.
-    pending_action = models.CharField(max_length=16, blank=True)
+    pending_action = models.CharField(max_length=16, blank=True, db_default="")  # bulk loaders may omit it
     pending_action_at = models.DateTimeField(null=True, blank=True)
+
+    # How the latest bad ending is classified (portal/recovery): "infrastructure" failures are
+    # requeued automatically, "application" ones are not. db_default: bulk loaders need not
+    # know these columns.
+    failure_class = models.CharField(max_length=16, blank=True, default="", db_default="")
+    failure_cause = models.CharField(max_length=16, blank=True, default="", db_default="")
+    # Requeues the worker made on its own, in the job's whole life (the crash-loop cap counts those
+    # in a row without progress: portal/recovery/services.py requeues_in_a_row).
+    auto_requeues = models.PositiveIntegerField(default=0, db_default=0)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -87,6 +96,9 @@ class Job(models.Model):
             # unaccounted rows (active ones and the recently ended) are in this index.
             models.Index(fields=["state_changed_at"], name="job_unaccounted",
                          condition=models.Q(accounted=False)),
+            # The recovery cycle (portal/recovery/cycle.py) reads every second which jobs changed
+            # since its cursor, ended and accounted ones included.
+            models.Index(fields=["state_changed_at"], name="job_state_changed"),
         ]
         constraints = [
             models.UniqueConstraint(fields=["owner", "idempotency_key"], name="one_job_per_idempotency_key",

@@ -23,6 +23,7 @@ from portal.jobs import checkpoints, list_cache, states
 from portal.jobs.access import can_control, can_manage_templates, member_teams
 from portal.jobs.checkpoints import CheckpointRefused
 from portal.jobs.models import Job, JobEvent, JobTemplate
+from portal.jobs.quota import GpuAsk, check_submit
 from portal.slurm import gateway
 from portal.slurm.errors import (
     SlurmError,
@@ -132,7 +133,11 @@ def submit_job(*, user, spec: SubmitRequest, idempotency_key: str | None = None)
     """Submit a validated job request as `user`. A repeated idempotency key returns the first job.
 
     Raises CheckpointRefused (nothing queued, no row kept) when the checkpoint directory may
-    not be used or made."""
+    not be used or made, and QuotaExceeded (nothing written, nothing sent) when the job would
+    break a hard limit of its team now."""
+    if not _is_repeat(user, idempotency_key):
+        # A repeat answers with the job already accepted, whatever the team holds now.
+        check_submit(spec.team, GpuAsk(spec.nodes, spec.gpus_per_node, spec.gpu_type))
     outcome = _create_row(user, spec, idempotency_key)
     if not outcome.created:
         return _settle_repeat(outcome, user, hold=spec.hold)
@@ -142,6 +147,10 @@ def submit_job(*, user, spec: SubmitRequest, idempotency_key: str | None = None)
         # The row was written (and maybe updated or deleted again): lists showing it rebuild.
         list_cache.changed([(user.pk, outcome.job.team_id)])
     return outcome
+
+
+def _is_repeat(user, idempotency_key: str | None) -> bool:
+    return idempotency_key is not None and Job.objects.filter(owner=user, idempotency_key=idempotency_key).exists()
 
 
 def _settle_repeat(outcome: SubmitOutcome, user, *, hold: bool) -> SubmitOutcome:

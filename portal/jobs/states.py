@@ -33,7 +33,8 @@ ON_NODES = frozenset({"RUNNING", "SUSPENDED", "CONFIGURING"})
 # Leaving its nodes or going back to the queue: only cancel makes sense.
 LEAVING = frozenset({"COMPLETING", "REQUEUED", "STAGE_OUT"})
 # Pending reasons that mean someone holds the job (it will not start until released).
-HELD_REASONS = frozenset({"JobHeldUser", "JobHeldAdmin", "launch failed requeued held"})
+# (scontrol requeuehold leaves "job_requeued_in_held_state", Slurm 22.05.)
+HELD_REASONS = frozenset({"JobHeldUser", "JobHeldAdmin", "launch failed requeued held", "job_requeued_in_held_state"})
 
 # Plain words, each different, so a list or a filter never shows the same word twice.
 LABELS = {

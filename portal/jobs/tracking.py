@@ -401,7 +401,10 @@ def _write_changes(updates: list[tuple[_Row, JobInfo]], result: TrackResult, now
         moved = job.state != row.state
         # accounted stays only while the job stays ended; a requeued job is accounted again.
         # done_at: the control this confirms, so that a newer one asked meanwhile stays marked.
-        rows.append({"id": row.pk, **_tracked_fields(job), "moved_at": now if moved else None,
+        # A requeue that went unseen (PENDING again with one more restart) also counts as a move:
+        # the recovery cycle reads jobs by state_changed_at.
+        stamp = moved or job.restarts != row.restart_count
+        rows.append({"id": row.pk, **_tracked_fields(job), "moved_at": now if stamp else None,
                      "ended": job.finished, "done_at": row.pending_action_at if _control_done(row, job) else None})
         events += _timeline(row.pk, row, job)
         result.finished += moved and job.finished and row.state not in FINAL_STATES

@@ -25,11 +25,12 @@ from django.utils.timesince import timesince
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from portal.infra import errors
-from portal.jobs import access, explain, listing, services, states
+from portal.jobs import access, explain, listing, runs, services, states
 from portal.jobs.checkpoints import CheckpointRefused
 from portal.jobs.forms import JobSubmitForm, JobTemplateForm
 from portal.jobs.models import Job, JobEvent, JobTemplate
 from portal.jobs.output import OutputChunk, OutputUnavailable, read_output
+from portal.jobs.quota import QuotaExceeded
 from portal.slurm.errors import SlurmError, SlurmUnavailable
 from portal.slurm.types import PriorityFactors
 from portal.teams.models import Team
@@ -280,11 +281,11 @@ def _status_context(request: HttpRequest, job: Job) -> dict:
     insight = services.queue_insight(job)
     return {
         "job": job, "row": present(job), "ending": ending_words(job) if job.state in ENDED else "",
-        "reason_text": explain.waiting_words(job.reason, insight.ahead if insight else None),
+        "reason_text": explain.job_reason_words(job, insight.ahead if insight else None),
         "timeline": timeline(job, [e for e in events if e.kind == JobEvent.Kind.STATE]),
         "audit": [e for e in events if e.kind == JobEvent.Kind.ACTION],
         "insight": insight, "factors": factor_rows(insight.factors if insight else None),
-        "accounting": accounting_rows(job),
+        "accounting": accounting_rows(job), **runs.runs_context(job),
         "actions": [(a, ACTION_LABELS[a]) for a in services.available_actions(job)] if can_control else [],
         "can_clone": access.member_teams(request.user).filter(pk=job.team_id).exists(),
         "finished": job.state in ENDED,
@@ -442,6 +443,9 @@ def _try_submit(request: HttpRequest, form: JobSubmitForm, key: str) -> HttpResp
         outcome = services.submit_job(user=request.user, spec=form.submit_request(), idempotency_key=key)
     except CheckpointRefused as exc:
         form.add_error(exc.field, str(exc))
+        return None
+    except QuotaExceeded as exc:   # nothing was sent to Slurm
+        form.add_error(None, exc.message)
         return None
     except SlurmUnavailable:
         # Slurm may have queued it anyway; the tracker adopts it, so send the user to the job.

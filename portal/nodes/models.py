@@ -33,6 +33,13 @@ class Node(models.Model):
     # cleared once Slurm has answered: the drain cap counts it, so two drains in one partition
     # never both pass the cap, and no row lock is held while scontrol runs.
     drain_claimed_at = models.DateTimeField(null=True, blank=True)
+    # Set by services.drain_node / resume_node while they change the node in Slurm and record it:
+    # sync_nodes then does not log the change as one made outside the portal.
+    portal_writing_at = models.DateTimeField(null=True, blank=True)
+    # The hung-node check (portal/nodes/hung.py): since when every probe of the node's slurmd
+    # went unanswered (null: it answered last time, or was not probed), and the last probe.
+    slurmd_silent_since = models.DateTimeField(null=True, blank=True)
+    slurmd_probed_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -19,11 +19,16 @@ Rules, in order (thresholds in settings, "health policy" block):
 3. drained with the ``portal:`` prefix and the last N reports clean (and no rule above holds):
    resume. An admin's drain (any other reason) is never resumed, and never relabelled.
 
-Cap: at most max(1, floor(share x partition size)) nodes of a partition are drained
-automatically at a time (8 GPU nodes x 10% -> 1). Beyond it the policy records an ALERT and
-logs at ERROR instead: many nodes failing at once is more often a shared cause (a bad driver
-push, a cooling fault, the sensor itself) than many broken nodes, and draining them all would
-empty the partition.
+Cap: at most max(1, floor(share x partition size)) nodes of a partition are out of service by
+automatic action at a time (8 GPU nodes x 10% -> 1). It counts every node drained or downed
+with the ``portal:`` reason: the policy's drains, the hooks' local drains and the hung-node
+check's downs (is_auto_drained). It stops only lemon drains: beyond it the policy records an
+ALERT and logs at ERROR instead, because many nodes turning "lemon" at once is more often a
+shared cause (a bad driver push, a cooling fault, the sensor itself) than many broken nodes.
+A fatal finding drains whatever the cap says (a node with a dead GPU must take no new job, and
+its prolog would drain it anyway) and raises the same ALERT when it goes over the cap; its jobs
+are moved off the node at once (evacuation.evacuate), also when the node was already drained
+by a hook or an admin, or the drain failed.
 """
 
 from __future__ import annotations
@@ -40,9 +45,9 @@ from django.db.models import BooleanField, Count, ExpressionWrapper, Q
 from django.utils import timezone
 
 from portal.jobs.models import Job
-from portal.nodes import services
+from portal.nodes import evacuation, services
 from portal.nodes.models import Finding, HealthReport, Node, NodeAction
-from portal.nodes.services import AUTO_PREFIX
+from portal.nodes.services import AUTO_PREFIX, HUNG_PREFIX
 from portal.slurm.errors import SlurmError, SlurmUnavailable
 from portal.slurm.parse import expand_hostlist
 
@@ -51,6 +56,9 @@ log = logging.getLogger(__name__)
 DRAIN, RESUME, NOTHING = "drain", "resume", "nothing"
 # Job states that count against the node they ran on (lemon detection).
 FAILED_JOB_STATES = ("FAILED", "NODE_FAIL")
+# portal/recovery's INFRASTRUCTURE_CAUSES, spelled out: portal.recovery imports this app, not the
+# reverse. A job classified "application" with one of them failed the same way on several nodes.
+CRASH_LOOP_CAUSES = ("node_fail", "fatal_finding", "prolog_fail", "hung_node")
 # Warnings that say something about the job, not the node: killed leftovers of a job.
 NOT_NODE_WARNINGS = frozenset({"stray-process"})
 # How many of a node's newest reports the decision reads beyond the N clean checks it needs. A
@@ -111,6 +119,8 @@ class NodeEvidence:
 class Decision:
     action: str
     why: str = ""
+    # A fatal finding (not a lemon): drains whatever the cap says, and the node's jobs leave it.
+    fatal: bool = False
 
 
 NO_DECISION = Decision(NOTHING)
@@ -157,10 +167,11 @@ def lemon_reason(e: NodeEvidence, t: Thresholds) -> str:
 
 def decide(e: NodeEvidence, t: Thresholds) -> Decision:
     """What the policy wants for one node; NOTHING when the node is where it should be."""
-    why = pending_fatal(e.recent, t.clean_checks) or lemon_reason(e, t)
+    fatal = pending_fatal(e.recent, t.clean_checks)
+    why = fatal or lemon_reason(e, t)
     if why:
         # Already drained, by us or by an admin: never relabel someone else's drain.
-        return NO_DECISION if e.drained else Decision(DRAIN, why)
+        return NO_DECISION if e.drained else Decision(DRAIN, why, fatal=bool(fatal))
     if e.drained and e.reason.startswith(AUTO_PREFIX) and clean_streak(e.recent) >= t.clean_checks:
         return Decision(RESUME, f"healthy: {t.clean_checks} consecutive clean checks")
     return NO_DECISION
@@ -248,7 +259,11 @@ def _failed_jobs(since: datetime) -> tuple[Counter, dict[str, set[int]]]:
     """Jobs that failed in the window, per node name, and whose jobs they were."""
     jobs: Counter = Counter()
     users: dict[str, set[int]] = defaultdict(set)
-    rows = Job.objects.filter(state__in=FAILED_JOB_STATES, end_time__gte=since).exclude(nodes_list="")
+    # A job that failed the same way on several nodes is its own problem (portal/recovery marks
+    # it application-class with an infrastructure cause): it must not make healthy nodes lemons.
+    crash_loop = Q(failure_class="application", failure_cause__in=CRASH_LOOP_CAUSES)
+    rows = (Job.objects.filter(state__in=FAILED_JOB_STATES, end_time__gte=since).exclude(nodes_list="")
+            .exclude(crash_loop))
     for nodes_list, owner_id in rows.values_list("nodes_list", "owner_id"):
         for name in expand_hostlist(nodes_list):
             jobs[name] += 1
@@ -291,7 +306,12 @@ def decide_all(t: Thresholds, *, now: datetime | None = None) -> list[tuple[Node
 # ---------------------------------------------------------------- acting on a decision
 
 def is_auto_drained(node: Node) -> bool:
-    return "DRAIN" in node.flags and node.reason.startswith(AUTO_PREFIX)
+    """Out of service by automatic action: drained or downed with the ``portal:`` reason, which the
+    policy's drains, the nodes' own hook drains (slurm_plugins/slurmctl.py) and the hung-node
+    check's downs all carry. An admin's drain and Slurm's own "Not responding" do not count: the
+    cap bounds what our automation takes away, not what people or dead machines do."""
+    out = "DRAIN" in node.flags or node.state in ("DOWN", "FAIL")
+    return out and node.reason.startswith(AUTO_PREFIX)
 
 
 # A drain claim older than this is from a worker that died between deciding and recording
@@ -338,9 +358,12 @@ def record_alert(node: Node, reason: str, detail: str, t: Thresholds, *, now: da
     return True
 
 
-def _claim_drain(node: Node, why: str, t: Thresholds) -> str:
+def _claim_drain(node: Node, why: str, t: Thresholds, *, fatal: bool = False) -> str:
     """Decide under the partition's row locks, held only for this short transaction: "claimed"
-    (the node's drain_claimed_at is set, so concurrent drains count it), or why not."""
+    (the node's drain_claimed_at is set, so concurrent drains count it), or why not.
+
+    A fatal finding is claimed whatever the cap says (a node with a dead GPU must take no new
+    job), with an ALERT when it goes over the cap; only lemon drains are stopped by it."""
     now = timezone.now()
     with transaction.atomic():
         peers = _lock_partition_peers(node)
@@ -350,18 +373,20 @@ def _claim_drain(node: Node, why: str, t: Thresholds) -> str:
         if _claimed(locked, now):
             return "being drained"
         blocked = cap_blocker(locked, peers, t.drain_cap, now=now)
-        if blocked:
+        if blocked and not fatal:
             record_alert(locked, f"wanted to drain: {why}", f"not drained: {blocked}", t)
             return "alert"
+        if blocked:
+            record_alert(locked, f"drained over the cap: {why}", f"fatal finding, drained anyway: {blocked}", t)
         Node.objects.filter(pk=node.pk).update(drain_claimed_at=now)
     return "claimed"
 
 
-def _drain(node_id: int, why: str, t: Thresholds) -> str:
+def _drain(node_id: int, why: str, t: Thresholds, *, fatal: bool = False) -> str:
     # Slurm is called outside any transaction: scontrol may take its whole timeout, and holding
     # the partition's row locks meanwhile would stall every other writer of those nodes.
     node = services.refresh_node(Node.objects.get(pk=node_id))  # live state and partitions
-    outcome = _claim_drain(node, why, t)
+    outcome = _claim_drain(node, why, t, fatal=fatal)
     if outcome != "claimed":
         return outcome
     try:
@@ -387,10 +412,30 @@ def _resume(node_id: int, why: str) -> str:
 def carry_out(evidence: NodeEvidence, decision: Decision, t: Thresholds) -> str:
     """Apply one decision in Slurm. Idempotent: each step re-checks the node's live state."""
     if decision.action == DRAIN:
-        return _drain(evidence.node_id, decision.why, t)
+        return _drain(evidence.node_id, decision.why, t, fatal=decision.fatal)
     if decision.action == RESUME:
         return _resume(evidence.node_id, decision.why)
     return "nothing"
+
+
+def runs_jobs(node: Node) -> bool:
+    return node.alloc_cpus > 0 or node.state in ("ALLOCATED", "MIXED")
+
+
+def evacuate_if_fatal(evidence: NodeEvidence, t: Thresholds) -> list[int]:
+    """Move the jobs off a node with an open fatal finding, now, not when Slurm notices: whether
+    the policy drained it, a hook did, an admin had, or the drain failed. Idempotent (called on
+    every check until no job is left; evacuate_node is idempotent too)."""
+    fatal = pending_fatal(evidence.recent, t.clean_checks)
+    if not fatal:
+        return []
+    node = services.refresh_node(Node.objects.get(pk=evidence.node_id))  # jobs may have just started
+    if not runs_jobs(node):
+        return []
+    moved = evacuation.evacuate(node.name, cause=evacuation.FATAL_FINDING, detail=fatal)
+    if moved:
+        log.warning("node health: moved jobs %s off %s (%s)", moved, node.name, fatal)
+    return moved
 
 
 def apply_node_policy(node_id: int, *, now: datetime | None = None) -> str:
@@ -399,7 +444,10 @@ def apply_node_policy(node_id: int, *, now: datetime | None = None) -> str:
     evidence = load_evidence([node_id], t, now=now)
     if not evidence:
         return "no such node"
-    return carry_out(evidence[0], decide(evidence[0], t), t)
+    try:
+        return carry_out(evidence[0], decide(evidence[0], t), t)
+    finally:
+        evacuate_if_fatal(evidence[0], t)  # also when the drain failed
 
 
 # ---------------------------------------------------------------- the periodic check
@@ -425,7 +473,7 @@ def record_reachability(*, now: datetime | None = None) -> tuple[list[str], list
     for node in Node.objects.filter(UNREACHABLE, unreachable_since__isnull=True):
         if Node.objects.filter(pk=node.pk, unreachable_since__isnull=True).update(unreachable_since=now):
             NodeAction.objects.create(node=node, kind=NodeAction.Kind.DOWN, automatic=True,
-                                      reason=node.display_state[:300], detail=node.reason[:500])
+                                      reason=node.display_state[:300], detail=_who_downed(node)[:500])
             log.warning("node %s is %s (%s)", node.name, node.display_state, node.reason or "no reason")
             down.append(node.name)
     for node in Node.objects.exclude(UNREACHABLE).filter(unreachable_since__isnull=False):
@@ -433,10 +481,26 @@ def record_reachability(*, now: datetime | None = None) -> tuple[list[str], list
         if Node.objects.filter(pk=node.pk, unreachable_since=since).update(unreachable_since=None):
             NodeAction.objects.create(node=node, kind=NodeAction.Kind.UP, automatic=True,
                                       reason=node.display_state[:300],
-                                      detail=f"unreachable for {(now - since).total_seconds():.0f} s")
+                                      detail=f"unreachable for {(now - since).total_seconds():.0f} s; "
+                                             f"{_how_back(node)}")
             log.info("node %s responds again (%s)", node.name, node.display_state)
             up.append(node.name)
     return down, up
+
+
+def _who_downed(node: Node) -> str:
+    if "NOT_RESPONDING" in node.flags or node.reason.startswith("Not responding"):
+        return f"Slurm: its slurmd does not answer ({node.reason or 'no reason'})"
+    if node.reason.startswith(AUTO_PREFIX):
+        return f"the portal or a health hook: {node.reason}"
+    return f"by hand, outside the portal: {node.reason or 'no reason'}"
+
+
+def _how_back(node: Node) -> str:
+    last_down = node.actions.filter(kind=NodeAction.Kind.DOWN).order_by("-at", "-id").first()
+    if last_down is not None and last_down.reason.startswith(HUNG_PREFIX):
+        return "its slurmd registered again and Slurm returned it to service (ReturnToService=2)"
+    return "Slurm shows it responding again"
 
 
 def alert_stale_reports(t: Thresholds, *, listed_since: datetime, now: datetime | None = None) -> list[str]:
@@ -456,16 +520,31 @@ def reconcile(t: Thresholds, *, now: datetime | None = None) -> dict[str, str]:
     """Decide for every node and act on the few that need it, so that no lost task matters."""
     acted = {}
     for evidence, decision in decide_all(t, now=now):
-        if decision.action == NOTHING:
-            continue
-        try:
-            acted[evidence.name] = carry_out(evidence, decision, t)
-        except SlurmUnavailable:
-            raise  # the whole check retries
-        except SlurmError as exc:
-            log.error("node health: %s %s failed: %s", decision.action, evidence.name, exc)
-            acted[evidence.name] = f"failed: {exc}"
+        if decision.action != NOTHING:
+            acted[evidence.name] = _act(evidence, decision, t)
+        if _evacuate(evidence, t):
+            acted[evidence.name] = f"{acted.get(evidence.name, 'nothing')}; jobs moved"
     return acted
+
+
+def _act(evidence: NodeEvidence, decision: Decision, t: Thresholds) -> str:
+    try:
+        return carry_out(evidence, decision, t)
+    except SlurmUnavailable:
+        raise  # the whole check retries
+    except SlurmError as exc:
+        log.error("node health: %s %s failed: %s", decision.action, evidence.name, exc)
+        return f"failed: {exc}"
+
+
+def _evacuate(evidence: NodeEvidence, t: Thresholds) -> list[int]:
+    try:
+        return evacuate_if_fatal(evidence, t)
+    except SlurmUnavailable:
+        raise
+    except SlurmError as exc:
+        log.error("node health: moving jobs off %s failed: %s", evidence.name, exc)
+        return []
 
 
 def check_nodes(*, now: datetime | None = None) -> CheckResult:

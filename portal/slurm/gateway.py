@@ -12,6 +12,8 @@ Three kinds of call, each with its own identity:
 from __future__ import annotations
 
 import hashlib
+import re
+import socket
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -25,14 +27,19 @@ from portal.slurm.readers import CliRestReader, FleetReader, PyslurmReader
 from portal.slurm.transport import SlurmAlreadyDone, rest_request, run_cli
 from portal.slurm.types import (
     AccountingRecord,
+    AccountsState,
     Association,
+    FairShareRow,
+    JobDetail,
     JobInfo,
     JobSpec,
     NodeInfo,
     PartitionInfo,
+    PendingJobQos,
     PriorityFactors,
     QueuedJob,
     QueueSweep,
+    RunRecord,
 )
 
 
@@ -284,10 +291,149 @@ def drain_node(name: str, reason: str) -> None:
 
 def resume_node(name: str) -> None:
     """Return a node to service. A node that is not drained or down is left as it is."""
-    node = get_node(name)
-    if not node.drained and node.state not in {"DOWN", "FAIL"}:
+    resume_if_out(name, get_node(name))
+
+
+def _out_of_service(node: NodeInfo) -> bool:
+    return node.drained or node.state in {"DOWN", "FAIL"}
+
+
+def resume_if_out(name: str, seen: NodeInfo) -> None:
+    """Resume a node that `seen` (read a moment ago) shows out of service. Two resumes may race
+    between their read and their update (the worker runs two policy tasks at once); Slurm then
+    refuses the second ("Invalid node state specified"), which is success all the same."""
+    if not _out_of_service(seen):
         return
-    cli(["scontrol", "update", f"nodename={name}", "state=resume"])
+    try:
+        cli(["scontrol", "update", f"nodename={name}", "state=resume"])
+    except SlurmRejected:
+        if _out_of_service(get_node(name)):
+            raise
+
+
+def down_node(name: str, reason: str) -> None:
+    """Mark a node DOWN (idempotent). Slurm requeues its --requeue jobs at once and ends the
+    others NODE_FAIL; with ReturnToService=2 the node returns by itself when its slurmd
+    registers again."""
+    if not reason.strip():
+        raise SlurmRejected("marking a node down needs a reason")
+    cli(["scontrol", "update", f"nodename={name}", "state=down", f"reason={reason}"])
+
+
+def running_job_ids(node: str) -> list[int]:
+    """Ids of the jobs Slurm shows RUNNING on a node (batch jobs and allocations alike)."""
+    out = cli(["squeue", "-h", "-w", node, "-t", "RUNNING", "-o", "%i"])
+    return [int(j) for j in out.split() if j.isdigit()]
+
+
+def start_now_if_delayed(job_id: int) -> bool:
+    """Make a job Slurm just requeued for a node failure eligible at once: Slurm 22.05 gives it
+    121 s of BeginTime (its reason reads "None" for a moment first, so only the state is asked;
+    the job already started once, so no --begin of the user's is still ahead). True when done."""
+    if cli(["squeue", "-h", "-j", str(int(job_id)), "-o", "%T"]).strip() != "PENDING":
+        return False
+    cli(["scontrol", "update", f"jobid={int(job_id)}", "StartTime=now"])
+    return True
+
+
+def slurmd_address(name: str) -> tuple[str, int]:
+    """Where the node's slurmd listens (NodeAddr, Port), as slurmctld knows it."""
+    data = as_operator("GET", f"/node/{name}") or {}
+    nodes = data.get("nodes") or []
+    if not nodes or not nodes[0].get("address") or not nodes[0].get("port"):
+        raise SlurmNotFound(f"no address for node {name!r}")
+    return str(nodes[0]["address"]), int(nodes[0]["port"])
+
+
+def _slurmd_answers_once(address: tuple[str, int], timeout_s: float) -> bool:
+    # Connect, then half-close: a live slurmd reads an empty message, gives up and closes at
+    # once (EOF). A dead one refuses the connection; a stopped or wedged one accepts (the
+    # kernel does that) but never closes, so the wait for EOF times out. A bare connect would
+    # call a wedged slurmd alive.
+    try:
+        with socket.create_connection(address, timeout=timeout_s) as sock:
+            sock.shutdown(socket.SHUT_WR)
+            while sock.recv(256):
+                pass
+            return True
+    except OSError:  # refused, reset, unreachable or timed out
+        return False
+
+
+def slurmd_answers(name: str, *, timeout_s: float = 1.5, tries: int = 2) -> bool:
+    """True when the node's slurmd answers on its port in any of `tries` probes (a pause
+    between them, so one dropped packet or a busy host is not a dead slurmd)."""
+    address = slurmd_address(name)
+    for attempt in range(tries):
+        if attempt:
+            time.sleep(0.2)
+        if _slurmd_answers_once(address, timeout_s):
+            return True
+    return False
+
+# ---------------------------------------------------------------- recovery (operator)
+# The worker's own requeues (portal/recovery): not a user's action but the site's, so they run
+# as the portal's admin account, for portal and sbatch jobs alike. Each is safe to repeat: the
+# caller reads job_detail() first and again after, and acts only on what differs.
+
+def job_detail(job_id: int) -> JobDetail:
+    """Placement, hold and eligibility of one job as slurmctld holds them now."""
+    body = as_operator("GET", f"/job/{int(job_id)}") or {}
+    jobs = body.get("jobs") or []
+    if not jobs:
+        raise SlurmNotFound(f"no job {int(job_id)} in Slurm")
+    return parse.job_detail_from_rest(jobs[0])
+
+
+def jobs_on_node(name: str) -> list[JobInfo]:
+    """Jobs holding `name` now (running, starting or finishing), with the tracker's fields."""
+    out = cli(["squeue", "-h", "-a", "-w", name, "-t", "RUNNING,CONFIGURING,COMPLETING", "-O", parse.TRACK_FORMAT])
+    jobs, _ = parse.jobs_from_tracking_sweep(out)
+    return jobs
+
+
+def requeue_job_now(job_id: int, *, hold: bool = False) -> None:
+    """`scontrol requeue` (or requeuehold) a running or ended job. Slurm refuses a pending job
+    ("Job is pending execution"): the caller reads job_detail() first."""
+    cli(["scontrol", "requeuehold" if hold else "requeue", str(int(job_id))])
+
+
+def hold_job_now(job_id: int, note: str) -> None:
+    """Hold a pending job (Priority=0) and say why in its AdminComment, which `scontrol show
+    job` and the portal show. A user hold (`uhold`, Reason=JobHeldUser), like `requeuehold`'s:
+    its owner may release it once the cause is fixed (Slurm refuses them an admin hold)."""
+    cli(["scontrol", "uhold", str(int(job_id))])
+    cli(["scontrol", "update", f"jobid={int(job_id)}", f"AdminComment={note[:250]}"])
+
+
+def release_job_now(job_id: int) -> None:
+    cli(["scontrol", "release", str(int(job_id))])
+
+
+def place_requeued_job(job_id: int, *, exclude: str, required: str | None, start: datetime | None) -> None:
+    """Point a requeued (pending) job away from failed nodes and let it start at `start` (None:
+    now) instead of the ~120 s Slurm adds after a requeue. `required` replaces ReqNodeList when
+    given ("" clears it): a node that is both required and excluded would keep the job waiting
+    forever (Reason=BadConstraints)."""
+    when = "now" if start is None else start.astimezone().strftime("%Y-%m-%dT%H:%M:%S")  # scontrol reads local time
+    args = ["scontrol", "update", f"jobid={int(job_id)}"]
+    if required is not None:
+        args.append(f"ReqNodeList={required}")
+    cli([*args, f"ExcNodeList={exclude}", f"StartTime={when}"])
+
+
+def job_runs(job_ids: list[int], *, since: datetime | None = None) -> dict[int, list[RunRecord]]:
+    """Every run of each job (sacct -D -X), oldest first; jobs sacct does not know are absent.
+
+    `since` (the jobs' earliest submit): accounting keeps every job a cluster ever ran, and a
+    cluster whose ids restarted (a wiped state) has older jobs under the same ids; -S leaves
+    those out (checked: an old job with the id is listed without it, not with it)."""
+    if not job_ids:
+        return {}
+    window = ["-S", since.astimezone().strftime("%Y-%m-%dT%H:%M:%S")] if since else []   # sacct reads local time
+    out = cli(["sacct", "-a", "-n", "-P", "-D", "-X", *window, "-j", ",".join(str(int(j)) for j in job_ids),
+               "-o", parse.RUN_FIELDS])
+    return parse.runs_from_sacct(out)
 
 
 def _sacctmgr(*args: str) -> None:
@@ -323,17 +469,214 @@ def ensure_account(name: str, *, description: str = "") -> None:
 
 
 def ensure_association(user: str, account: str) -> None:
-    _sacctmgr("add", "user", user, f"account={account}", f"cluster={_conf().cluster}")
+    ensure_associations([user], [account])
+
+
+def ensure_associations(users: Collection[str], accounts: Collection[str]) -> None:
+    """Associate every one of `users` with every one of `accounts` (the whole cross product) in
+    one call; pairs that exist are success. A user new to Slurm gets the first account as default."""
+    _sacctmgr("add", "user", _names(users, "user"), f"account={_names(accounts, 'account')}",
+              f"cluster={_conf().cluster}")
 
 
 def ensure_coordinator(user: str, account: str) -> None:
-    _sacctmgr("add", "coordinator", f"account={account}", f"names={user}")
+    ensure_coordinators([user], [account])
+
+
+def ensure_coordinators(users: Collection[str], accounts: Collection[str]) -> None:
+    """Make every one of `users` coordinator of every one of `accounts` (the cross product) in one call."""
+    _sacctmgr("add", "coordinator", f"account={_names(accounts, 'account')}", f"names={_names(users, 'user')}")
 
 
 def remove_association(user: str, account: str) -> None:
+    remove_associations([user], [account])
+
+
+# ---------------------------------------------------------------- quotas (sacctmgr)
+# The team-quota reconciler (portal/quotas/reconcile.py) reads the whole state in two calls and
+# writes in batches: each write below takes lists where sacctmgr allows it, because a write costs
+# ~0.3-0.5 s whatever it changes. Not `sacctmgr load`: on 22.05.8 its first read (users with
+# their associations) crashed slurmdbd here (strtoul on NULL in as_mysql_get_assocs), in a test
+# that had just made a coordinator without an association by hand (trigger not pinned down).
+# Every value is checked here before it reaches sacctmgr: its `key=value` arguments split on
+# commas and '=', so a stray one would change another field.
+
+_NAME_RE = re.compile(r"^[a-z_][a-z0-9_.-]{0,63}$")
+_GPU_TRES_RE = re.compile(r"^gres/gpu(:[A-Za-z0-9_.-]{1,32})?$")
+
+
+def _checked_name(value: str, what: str) -> str:
+    if not _NAME_RE.match(value):
+        raise SlurmRejected(f"not a valid Slurm {what} name: {value!r}")
+    return value
+
+
+def _checked_count(value: int, what: str) -> str:
+    # -1 is sacctmgr's "clear this limit".
+    if isinstance(value, bool) or not isinstance(value, int) or value < -1:
+        raise SlurmRejected(f"{what} must be a whole number of at least -1, not {value!r}")
+    return str(value)
+
+
+def read_accounts_state(*, describe: Collection[str] = ()) -> AccountsState:
+    """Every association (with Fairshare and GrpTRES) of this cluster and every user (with the
+    default account and the accounts it coordinates): the reconciler's view of Slurm, in two
+    calls. A third reads the descriptions of the accounts in `describe`, when there are any."""
+    cluster = _conf().cluster
+    assocs = cli(["sacctmgr", "-n", "-P", "show", "associations", f"cluster={cluster}",
+                  "format=account,user,fairshare,grptres,grptresrunmins,qos,defaultqos"])
+    users = cli(["sacctmgr", "-n", "-P", "show", "user", "withcoord", "format=user,defaultaccount,coordinators"])
+    descriptions = {}
+    if describe:
+        names = ",".join(_checked_name(name, "account") for name in sorted(describe))
+        descriptions = parse.descriptions_from_sacctmgr(cli(["sacctmgr", "-n", "-P", "show", "account", "where",
+                                                             f"name={names}", "format=account,description"]))
+    return AccountsState(associations=tuple(parse.association_limits_from_sacctmgr(assocs)),
+                         users=parse.users_from_sacctmgr(users), descriptions=descriptions)
+
+
+def fair_share(accounts: Collection[str] | None = None) -> list[FairShareRow]:
+    """Fair share as Slurm computes it now: each account's share against its (decayed) usage,
+    and each of its users' fair-share factor (sshare -a). `accounts` None: every account; an
+    account Slurm does not know is simply absent."""
+    args = ["sshare", "-n", "-P", "-a", "-o", parse.SSHARE_FIELDS]
+    if accounts is not None:
+        names = sorted({_checked_name(name, "account") for name in accounts})
+        if not names:
+            return []
+        args += ["-A", ",".join(names)]
+    return parse.fair_share_from_sshare(cli(args))
+
+
+def set_default_account(user: str, account: str) -> None:
+    """Make `account` (where the user already has an association) the user's default."""
+    set_default_accounts([user], account)
+
+
+def set_default_accounts(users: Collection[str], account: str) -> None:
+    """Make `account` the default of every one of `users` (each has an association there) in one call."""
+    _sacctmgr("modify", "user", "where", f"name={_names(users, 'user')}", f"cluster={_conf().cluster}",
+              "set", f"defaultaccount={_checked_name(account, 'account')}")
+
+
+def gpu_tres_names() -> set[str]:
+    """The GPU TRES slurmdbd knows ("gres/gpu", "gres/gpu:h100"); a GrpTRES naming any other
+    is refused ("no TRES known by type")."""
+    out = cli(["sacctmgr", "-n", "-P", "show", "tres", "type=gres", "format=type,name"])
+    names = {f"{kind}/{name}" for kind, _, name in (line.partition("|") for line in out.splitlines())}
+    return {n for n in names if _GPU_TRES_RE.match(n)}
+
+
+def _tres_arg(key: str, tres: dict[str, int]) -> str:
+    parts = []
+    for name, count in sorted(tres.items()):
+        if not _GPU_TRES_RE.match(name):
+            raise SlurmRejected(f"not a GPU TRES: {name!r}")
+        parts.append(f"{name}={_checked_count(count, name)}")
+    return f"{key}=" + ",".join(parts)
+
+
+def set_account_limits(account: str, **limits) -> None:
+    set_accounts_limits([account], **limits)
+
+
+def set_accounts_limits(accounts: Collection[str], *, fairshare: int | None = None,
+                        gpu_tres: dict[str, int] | None = None, gpu_run_mins: dict[str, int] | None = None,
+                        qos: Collection[str] = (), default_qos: str | None = None) -> None:
+    """Set the same Fairshare, GPU GrpTRES, GPU GrpTRESRunMins, QOS list and default QOS on the
+    accounts' own associations in one call (sacctmgr passes them on to the user associations
+    that inherit them: checked). TRES maps name to count, -1 clearing it; TRES not named stay
+    as they are. `qos` replaces the list when given; `default_qos` "" clears the default."""
+    settings_args = []
+    if fairshare is not None:
+        settings_args.append(f"fairshare={_checked_count(fairshare, 'fairshare')}")
+    if gpu_tres:
+        settings_args.append(_tres_arg("GrpTRES", gpu_tres))
+    if gpu_run_mins:
+        settings_args.append(_tres_arg("GrpTRESRunMins", gpu_run_mins))
+    if qos:
+        settings_args.append("qos=" + ",".join(_checked_name(q, "QOS") for q in qos))
+    if default_qos is not None:
+        settings_args.append(f"defaultqos={_checked_name(default_qos, 'QOS') if default_qos else -1}")
+    if not settings_args:
+        return
+    _sacctmgr("modify", "account", "where", f"name={_names(accounts, 'account')}",
+              f"cluster={_conf().cluster}", "set", *settings_args)
+
+
+def qos_priorities() -> dict[str, int]:
+    """Every QOS with its Priority (a handful: one call)."""
+    return parse.qos_priorities_from_sacctmgr(cli(["sacctmgr", "-n", "-P", "show", "qos", "format=name,priority"]))
+
+
+def ensure_qos(name: str, *, priority: int) -> None:
+    """Create a QOS with this Priority; one that exists already is success (its priority is
+    then set by set_qos_priority, which the reconciler plans separately)."""
+    _sacctmgr("add", "qos", _checked_name(name, "QOS"), f"priority={_checked_count(priority, 'priority')}")
+
+
+def set_qos_priority(name: str, priority: int) -> None:
+    _sacctmgr("modify", "qos", "where", f"name={_checked_name(name, 'QOS')}", "set",
+              f"priority={_checked_count(priority, 'priority')}")
+
+
+_JOB_ID_RE = re.compile(r"^\d+(_(\d+|\[[0-9,%-]+\]))?$")
+
+
+def pending_jobs_qos() -> list[PendingJobQos]:
+    """Every pending job with its account and QOS (one squeue call, the narrow format)."""
+    return parse.pending_qos_from_squeue(cli(["squeue", "-h", "-a", "-t", "PENDING", "-o", "%i|%a|%q"]))
+
+
+def move_jobs_to_qos(job_ids: Collection[str], qos: str) -> None:
+    """Put pending jobs in another QOS, all in one scontrol call (it takes a list of ids).
+    Slurm recomputes their priority at once."""
+    ids = [job_id for job_id in job_ids if _JOB_ID_RE.match(job_id)]
+    if ids:
+        cli(["scontrol", "update", f"jobid={','.join(ids)}", f"qos={_checked_name(qos, 'QOS')}"])
+
+
+def remove_coordinator(user: str, account: str) -> None:
+    """Take coordinator rights on `account` from `user`; one who has none is success."""
+    remove_coordinators([user], [account])
+
+
+def remove_coordinators(users: Collection[str], accounts: Collection[str]) -> None:
+    """Take coordinator rights on every one of `accounts` from every one of `users` (the whole
+    cross product) in one call; pairs without the rights are success."""
     try:
-        _sacctmgr("remove", "user", user, "where", f"account={account}",
-                  f"cluster={_conf().cluster}")
+        _sacctmgr("remove", "coordinator", f"account={_names(accounts, 'account')}", f"names={_names(users, 'user')}")
+    except SlurmRejected as exc:
+        if "Nothing removed" not in exc.message:
+            raise
+
+
+def remove_associations(users: Collection[str], accounts: Collection[str]) -> None:
+    """Remove every association of `users` with `accounts` (the whole cross product) in one
+    call; missing ones are success. A user left with no association at all is removed by Slurm."""
+    try:
+        _sacctmgr("remove", "user", "where", f"name={_names(users, 'user')}",
+                  f"account={_names(accounts, 'account')}", f"cluster={_conf().cluster}")
     except SlurmRejected as exc:
         if "Nothing deleted" not in exc.message:
             raise
+
+
+def remove_account(name: str) -> None:
+    remove_accounts([name])
+
+
+def remove_accounts(names: Collection[str]) -> None:
+    """Remove accounts with every association under them in one call; missing ones are success.
+    Slurm refuses while an account has jobs running (the message says so), and then removes none."""
+    try:
+        _sacctmgr("remove", "account", "where", f"name={_names(names, 'account')}")
+    except SlurmRejected as exc:
+        if "Nothing deleted" not in exc.message:
+            raise
+
+
+def _names(values: Collection[str], what: str) -> str:
+    if not values:
+        raise SlurmRejected(f"no {what} names given")
+    return ",".join(_checked_name(value, what) for value in sorted(values))

@@ -11,11 +11,17 @@ from portal.slurm.types import (
     FINISHED_STATES,
     AccountingRecord,
     Association,
+    AssociationLimits,
+    FairShareRow,
+    JobDetail,
     JobInfo,
     NodeInfo,
     PartitionInfo,
+    PendingJobQos,
     PriorityFactors,
     QueuedJob,
+    RunRecord,
+    SlurmUser,
 )
 
 # squeue's narrow sweep: cheap fields only (about 8 µs a job), separated by a byte no job
@@ -204,6 +210,39 @@ def node_from_rest(data: dict) -> NodeInfo:
     )
 
 
+def job_detail_from_rest(data: dict) -> JobDetail:
+    priority = data.get("priority")
+    return JobDetail(
+        job_id=int(data["job_id"]), state=data.get("job_state", ""),
+        reason="" if data.get("state_reason") in (None, "None") else data["state_reason"],
+        restarts=int(data.get("restart_cnt") or 0), nodes=data.get("nodes") or "",
+        required_nodes=data.get("required_nodes") or "", excluded_nodes=data.get("excluded_nodes") or "",
+        priority=priority if isinstance(priority, int) else 0, eligible_time=epoch(data.get("eligible_time")),
+        admin_comment=data.get("admin_comment") or "", requeue=bool(data.get("requeue")),
+        gpus=_tres_gpus(data.get("tres_alloc_str") or ""),
+    )
+
+
+# sacct -D -X: one row per run of each job, oldest first (no steps).
+RUN_FIELDS = "JobIDRaw,State,ExitCode,NodeList,Start,End,ElapsedRaw,AllocTRES"
+
+
+def runs_from_sacct(text: str) -> dict[int, list[RunRecord]]:
+    runs: dict[int, list[RunRecord]] = {}
+    for line in text.splitlines():
+        cols = line.split("|")
+        if len(cols) != 8 or not cols[0].isdigit():
+            continue
+        raw_id, state, exit_status, nodes, start, end, elapsed, tres = cols
+        job_runs = runs.setdefault(int(raw_id), [])
+        code, sig = _code_signal(exit_status)
+        job_runs.append(RunRecord(
+            job_id=int(raw_id), index=len(job_runs), state=state.split()[0] if state else "",
+            exit_code=code, signal=sig or None, nodes="" if nodes in ("", "None assigned") else nodes,
+            start_time=cli_time(start), end_time=cli_time(end), elapsed_s=_int(elapsed), gpus=_tres_gpus(tres)))
+    return runs
+
+
 def _tres_gpus(tres: str) -> int:
     for item in (tres or "").split(","):
         key, _, value = item.partition("=")
@@ -335,6 +374,83 @@ def associations_from_sacctmgr(text: str) -> list[Association]:
             result.append(Association(account=account, user=user.strip("|")))
     return result
 
+
+def tres_dict(text: str) -> dict[str, str]:
+    """sacctmgr's TRES list ("gres/gpu:h100=2,gres/gpu=4"; order not guaranteed) as a dict."""
+    pairs = (item.partition("=") for item in text.split(",") if "=" in item)
+    return {name: value for name, _, value in pairs}
+
+
+def association_limits_from_sacctmgr(text: str) -> list[AssociationLimits]:
+    """Rows of `sacctmgr -nP show assoc format=account,user,fairshare,grptres[,grptresrunmins,qos,defaultqos]`."""
+    result = []
+    for line in text.splitlines():
+        parts = line.split("|")
+        if len(parts) >= 4 and parts[0]:
+            extra = parts[4:7] + [""] * (7 - len(parts))
+            result.append(AssociationLimits(account=parts[0], user=parts[1], fairshare=parts[2],
+                                            grp_tres=tres_dict(parts[3]), grp_tres_run_mins=tres_dict(extra[0]),
+                                            qos=tuple(q for q in extra[1].split(",") if q), default_qos=extra[2]))
+    return result
+
+
+def qos_priorities_from_sacctmgr(text: str) -> dict[str, int]:
+    """Rows of `sacctmgr -nP show qos format=name,priority`."""
+    pairs = (line.split("|", 1) for line in text.splitlines() if "|" in line)
+    return {name: int(value or 0) for name, value in pairs if name}
+
+
+def pending_qos_from_squeue(text: str) -> list[PendingJobQos]:
+    """Rows of `squeue -h -t PENDING -o %i|%a|%q`."""
+    rows = (line.split("|") for line in text.splitlines())
+    return [PendingJobQos(job_id=p[0], account=p[1], qos=p[2]) for p in rows if len(p) == 3 and p[0]]
+
+
+def users_from_sacctmgr(text: str) -> dict[str, SlurmUser]:
+    """Rows of `sacctmgr -nP show user withcoord format=user,defaultaccount,coordinators`."""
+    result = {}
+    for line in text.splitlines():
+        parts = line.split("|")
+        if len(parts) >= 3 and parts[0]:
+            coordinates = frozenset(a.strip() for a in parts[2].split(",") if a.strip())
+            result[parts[0]] = SlurmUser(name=parts[0], default_account=parts[1], coordinates=coordinates)
+    return result
+
+
+def descriptions_from_sacctmgr(text: str) -> dict[str, str]:
+    """Rows of `sacctmgr -nP show account format=account,description`."""
+    pairs = (line.split("|", 1) for line in text.splitlines() if "|" in line)
+    return {account: description for account, description in pairs if account}
+
+
+
+# `sshare -n -P -o` with these fields, in this order (fair_share_from_sshare reads them so).
+SSHARE_FIELDS = "Account,User,RawShares,NormShares,RawUsage,EffectvUsage,FairShare,LevelFS"
+
+
+def _share_number(value: str) -> float | None:
+    """sshare's numbers: "0.250000", "inf" (LevelFS of an association with no usage), or
+    nothing (a field Slurm does not fill for that row)."""
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def fair_share_from_sshare(text: str) -> list[FairShareRow]:
+    """Rows of `sshare -n -P -o SSHARE_FIELDS`. sshare indents each level of the account tree
+    with a space, so names are stripped; the root rows are left out (no team is root)."""
+    rows = []
+    for line in text.splitlines():
+        parts = [part.strip() for part in line.split("|")]
+        if len(parts) < 8 or not parts[0] or parts[0] == "root":
+            continue
+        raw_shares = int(parts[2]) if parts[2].isdigit() else None
+        rows.append(FairShareRow(
+            account=parts[0], user=parts[1], raw_shares=raw_shares, norm_shares=_share_number(parts[3]),
+            raw_usage=int(parts[4]) if parts[4].isdigit() else 0, effective_usage=_share_number(parts[5]),
+            fair_share=_share_number(parts[6]), level_fs=_share_number(parts[7])))
+    return rows
 
 # ---------------------------------------------------------------- hostlists and gres
 #

@@ -138,6 +138,49 @@ class AccountingRecord:
 
 
 @dataclass(frozen=True)
+class JobDetail:
+    """What the recovery worker needs to requeue one job and check Slurm took it (slurmrestd's
+    /job/{id}): placement constraints, hold and eligibility as Slurm holds them now."""
+
+    job_id: int
+    state: str
+    reason: str
+    restarts: int
+    nodes: str                      # where it runs (or ran); "" while pending
+    required_nodes: str             # ReqNodeList (sbatch -w)
+    excluded_nodes: str             # ExcNodeList
+    priority: int                   # 0: held
+    eligible_time: datetime | None  # a requeued job waits until then (Slurm adds ~120 s)
+    admin_comment: str
+    requeue: bool
+    gpus: int                       # GPUs of the allocation (TRES), 0 while pending
+
+    @property
+    def held(self) -> bool:
+        return self.state == "PENDING" and self.priority == 0
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED_STATES
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run of a job in accounting (`sacct -D -X`: every requeue starts another run)."""
+
+    job_id: int
+    index: int                      # 0 for the first run: Slurm's restart count during it
+    state: str                      # NODE_FAIL, REQUEUED, FAILED, COMPLETED, ...
+    exit_code: int | None
+    signal: int | None
+    nodes: str
+    start_time: datetime | None
+    end_time: datetime | None
+    elapsed_s: int
+    gpus: int
+
+
+@dataclass(frozen=True)
 class QueuedJob:
     """A waiting job as the queue-position view needs it."""
 
@@ -164,3 +207,58 @@ class PriorityFactors:
 class Association:
     account: str
     user: str                       # "" for the account's own row
+
+
+@dataclass(frozen=True)
+class AssociationLimits:
+    """One association row with the fields the quota reconciler manages."""
+
+    account: str
+    user: str                       # "" for the account's own row
+    fairshare: str                  # as sacctmgr prints it: "1" by default, "parent" possible
+    grp_tres: dict[str, str] = field(default_factory=dict)   # {"gres/gpu": "4", "gres/gpu:h100": "2"}
+    grp_tres_run_mins: dict[str, str] = field(default_factory=dict)   # {"gres/gpu": "0"}: a used-up hard budget
+    qos: tuple[str, ...] = ()       # the QOS the association may use, as sacctmgr lists them
+    default_qos: str = ""
+
+
+@dataclass(frozen=True)
+class PendingJobQos:
+    """A pending job's QOS: what the over-budget switch moves (portal/quotas/reconcile.py)."""
+
+    job_id: str                     # "123", or an array's "123_[4-9]" / "123_4"
+    account: str
+    qos: str
+
+
+@dataclass(frozen=True)
+class SlurmUser:
+    name: str
+    default_account: str            # "" when the user has none (its association was removed)
+    coordinates: frozenset[str] = frozenset()    # accounts this user coordinates
+
+
+@dataclass(frozen=True)
+class AccountsState:
+    """What sacctmgr holds for the cluster: associations and users in two calls, descriptions
+    only of the accounts asked about."""
+
+    associations: tuple[AssociationLimits, ...]
+    users: dict[str, SlurmUser]
+    descriptions: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FairShareRow:
+    """One association as `sshare` sees it (portal/teams team pages). Slurm prints no value for
+    some fields on some rows (an account's own row has no FairShare factor under Fair Tree), so
+    those are None rather than a made-up 0."""
+
+    account: str
+    user: str                       # "" for the account's own row
+    raw_shares: int | None          # the Fairshare set in sacctmgr; None for "parent"
+    norm_shares: float | None       # share among its siblings, 0..1
+    raw_usage: int                  # decayed usage, TRES-seconds
+    effective_usage: float | None   # share of its siblings' usage, 0..1
+    fair_share: float | None        # the factor priority/multifactor uses, 0..1
+    level_fs: float | None          # norm_shares / effective_usage; inf when unused

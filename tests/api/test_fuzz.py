@@ -32,6 +32,10 @@ CONFIG = SchemathesisConfig.from_dict({"operations": [{
     # schema-valid submit can still be refused with a 400 whose `errors` name the fields.
     "include-path": "/api/v1/jobs", "include-method": "POST",
     "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "400", "401", "403", "404", "409"]}},
+}, {
+    # Which GPU types Slurm tracks is data too: an unknown one is a 400 naming max_gpus_by_type.
+    "include-path": "/api/v1/teams/{name}/policy", "include-method": "PUT",
+    "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "400", "401", "403", "404"]}},
 }]})
 # Loaded at import: reading the schema needs no database. (schemathesis' lazy
 # `from_fixture` loader does not work with pytest 9.)

@@ -144,7 +144,7 @@ def test_hang_stops_the_nodes_slurmd_and_heal_brings_it_back(cluster):
 def test_up_wires_the_health_sensors_into_the_cluster(cluster):
     """Hooks in slurm.conf, private keys, and emulated GPUs for the GPU nodes only."""
     conf = (CLUSTER_STATE / "etc/slurm.conf").read_text()
-    for line in ("Prolog=", "Epilog=", "HealthCheckProgram=", "HealthCheckInterval=3",
+    for line in ("\nProlog=", "Epilog=", "TaskProlog=", "HealthCheckProgram=", "HealthCheckInterval=3",
                  "SchedulerParameters=nohold_on_prolog_fail"):
         assert line in conf
     keys = [CLUSTER_STATE / "etc/health-master.key", *(CLUSTER_STATE / "nodes" / n / "health.key"

@@ -15,6 +15,7 @@ import pytest
 from portal.jobs.models import Job
 from portal.slurm import gateway
 from portal.slurm.parse import memory_mb
+from tests.conftest import wait_until
 from tests.jobs.test_tracking import cycle_until, fresh_tracker, portal_job, sbatch, slurm_jobs, vision  # noqa: F401
 from tests.jobs.views_support import client_for, submit
 
@@ -35,14 +36,18 @@ def _sacct(slurm_id: int) -> list[dict[str, str]]:
 
 
 def _seconds(total_cpu: str) -> float:
-    """TotalCPU of a short job: MM:SS.mmm."""
-    minutes, seconds = total_cpu.split(":")
-    return int(minutes) * 60 + float(seconds)
+    """sacct's TotalCPU, [D-][HH:]MM:SS[.mmm]: a short job's reads 00:03.012 or 00:00:03."""
+    days, _, rest = total_cpu.rpartition("-")
+    hours, minutes, seconds = ([0.0, 0.0] + [float(part) for part in rest.split(":")])[-3:]
+    return int(days or 0) * 86400 + hours * 3600 + minutes * 60 + seconds
 
 
 def _seff(slurm_id: int) -> tuple[str, str]:
     """CPU and memory efficiency as seff computes them, from sacct's own fields ("" if never sampled)."""
-    rows = _sacct(slurm_id)
+    # slurmdbd can lag: wait until it holds the job's own row with its requested memory (a CI
+    # run once read ReqMem as nothing there and divided by zero).
+    rows = wait_until(lambda: (found := _sacct(slurm_id)) and found[0]["id"] == str(slurm_id)
+                      and memory_mb(found[0]["req_mem"]) and found, timeout=30, what=f"sacct's row of job {slurm_id}")
     job = rows[0]
     cpu = 100 * _seconds(job["total_cpu"]) / int(job["cpu_raw"])
     rss_kb = max((int(r["max_rss"].removesuffix("K")) for r in rows if r["max_rss"]), default=None)

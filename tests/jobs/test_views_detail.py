@@ -53,7 +53,7 @@ def test_it_shows_the_timeline_with_requeues(world):
 def test_a_waiting_job_explains_why_in_plain_words(world):
     job = make_job(world["alice"], world["vision"], state="PENDING", reason="AssocGrpGRES", start_time=None)
     html = client_for(world["alice"]).get(f"/jobs/{job.pk}/").content.decode()
-    assert "Your team is at its GPU limit" in html
+    assert "Your team is using all the GPUs its limit allows at once" in html
     assert "AssocGrpGRES" not in html.split("Why it waits")[1][:200]
 
 
@@ -111,7 +111,7 @@ def test_a_held_job_offers_release_not_hold(world, slurm_jobs, unique):
     job = make_job(world["alice"], world["vision"], state="PENDING", reason="JobHeldUser", start_time=None,
                    slurm_job_id=slurm_id)
     html = client_for(world["alice"]).get(f"/jobs/{job.pk}/").content.decode()
-    assert "Held by you or your team lead" in html
+    assert "Held by you, your team lead, or the portal after repeated failures" in html
     assert f'action="/jobs/{job.pk}/release/"' in html and f'action="/jobs/{job.pk}/hold/"' not in html
     assert "no priority factors" in html
 

@@ -14,7 +14,7 @@ from slurm_plugins.report import Envelope
 from tests.slurm_plugins.signed_reports import body, send
 
 # The only nodes these tests may drain in the shared cluster (besides what the cap must stop).
-OWN_NODES = ("gpu07", "gpu08")
+OWN_NODES = ("gpu06", "gpu07", "gpu08")
 
 
 def xid(number: int, gpu: int = 0) -> dict:
@@ -51,7 +51,7 @@ def restore(*nodes: str) -> None:
 
 @pytest.fixture
 def own_nodes(cluster):
-    """gpu07 and gpu08 in service before and after the test; the node table synced from Slurm."""
+    """gpu06-gpu08 in service before and after the test; the node table synced from Slurm."""
     for name in OWN_NODES:
         state, reason = slurm_state(name)
         if state.startswith("drain") and not reason.startswith(AUTO_PREFIX) and "test" not in reason:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from portal.infra.liveness import mark
+from portal.nodes.hung import find_hung_nodes
 from portal.nodes.policy import apply_node_policy, check_nodes
 from portal.nodes.retention import prune_health_reports
 from portal.nodes.services import sync_nodes
@@ -45,3 +46,11 @@ def prune_health_reports_task() -> dict:
     delete them, a bounded amount per run. Safe to run twice: a folded report is gone."""
     result = prune_health_reports()
     return {"summarised": result.summarised, "summaries_deleted": result.summaries_deleted, "more": result.more}
+
+
+@shared_task(autoretry_for=(SlurmUnavailable,), retry_backoff=1, retry_backoff_max=5, max_retries=2)
+def find_hung_nodes_task() -> dict:
+    """The hung-node check (beat, every 3 s): probe the slurmd of nodes whose sensors went silent
+    and mark the hung ones DOWN (portal/nodes/hung.py). Safe to run twice: the down is claimed."""
+    result = find_hung_nodes()
+    return {"probed": result.probed, "downed": result.downed, "alerted": result.alerted}

@@ -12,9 +12,9 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from portal.jobs.models import JobTemplate
+from portal.quotas.services import sync_teams_to_slurm
 from portal.slurm.errors import SlurmError
 from portal.teams.models import Membership, Team
-from portal.teams.services import sync_teams_to_slurm
 
 # (username, is_admin, [(team, role)])
 DEMO_USERS = [
