@@ -27,6 +27,13 @@ DEMO_TEAMS = {"vision": ["alice", "bob"], "nlp": ["carol", "erin"]}
 TEAM_LEADS = {"nlp": "carol"}
 
 
+@pytest.hookimpl(trylast=True)   # after pytest-django's own reordering by database use
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `late` need jobs that ended more than MinJobAge (5 min) ago, which a cluster
+    started for this session has only after a while: run them last, when the rest has made some."""
+    items.sort(key=lambda item: item.get_closest_marker("late") is not None)   # stable: order kept otherwise
+
+
 def wait_until(predicate: Callable[[], object], *, timeout: float = 30, interval: float = 0.25,
                what: str = "condition"):
     """Poll until `predicate` returns something truthy; fail the test with `what` otherwise."""

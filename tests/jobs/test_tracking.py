@@ -222,6 +222,7 @@ def test_a_submission_slurm_never_received_is_marked_failed(alice, vision, uniqu
     assert fresh.state == ""  # its submission may still be on the way
 
 
+@pytest.mark.late
 @pytest.mark.django_db
 def test_a_job_slurm_forgot_is_completed_from_accounting(alice, vision):
     """The portal was down while a job ended and slurmctld purged it (MinJobAge): sacct still knows."""

@@ -175,6 +175,7 @@ def _purged_portal_job() -> tuple[int, str, datetime]:
                 "AccountingStoreFlags=job_comment (cluster/templates/slurm.conf) for 5 minutes first")
 
 
+@pytest.mark.late
 @pytest.mark.django_db
 def test_a_job_that_ran_and_was_purged_before_a_full_sweep_is_recovered_from_sacct_not_failed(alice, vision):  # noqa: F811
     slurm_id, comment, submitted = _purged_portal_job()
