@@ -84,6 +84,9 @@ class Change:
     job_ids: tuple[str, ...] = ()                   # move_jobs
     budget: str = ""                                # why: "hard"/"soft" (used up) or "in budget"
     was: str = ""
+    # set_limits that makes the soft switch: the QOS list and default it replaces, kept in the
+    # database for the switch back (None: nothing to keep).
+    replaced_qos: tuple[tuple[str, ...], str] | None = field(default=None, compare=False)
 
     def __str__(self) -> str:
         what = {"add_account": f"add account {self.account}",
@@ -123,6 +126,8 @@ class Plan:
     # removal's none of them.
     keep_associations: frozenset[tuple[str, str]] = frozenset()
     keep_coordinators: frozenset[tuple[str, str]] = frozenset()
+    # Accounts whose kept pre-switch QOS list is spent once this plan is applied (back in budget).
+    spent_qos_lists: frozenset[str] = frozenset()
 
     @property
     def empty(self) -> bool:
@@ -147,6 +152,14 @@ class Desired:
     budgets: dict[str, str] = field(default_factory=dict)
     budgeted: bool = False           # some policy has a budget: the queue and the QOS are read
     soft: bool = False               # some policy has a soft budget: the over-budget QOS must exist
+    # account -> (QOS list, default QOS) its association held before the soft switch in force.
+    saved_qos: dict[str, tuple[tuple[str, ...], str]] = field(default_factory=dict)
+
+    def home_qos(self, account: str) -> str:
+        """The QOS the account's pending jobs go back to when its soft switch is undone."""
+        qos, default = self.saved_qos.get(account, ((), ""))
+        _, normal_qos = _budget_conf()
+        return default or (normal_qos if normal_qos in qos or not qos else qos[0])
 
 
 def _policy_limits(policy: TeamPolicy, gpu_types: frozenset[str]) -> tuple[str, dict[str, str]]:
@@ -180,6 +193,8 @@ def desired_state(*, gpu_types: frozenset[str] = frozenset()) -> Desired:
         budgets=_budget_states(policies),
         budgeted=any(p.gpu_hours_budget is not None for p in policies),
         soft=any(p.gpu_hours_budget is not None and p.over_budget == TeamPolicy.OverBudget.SOFT for p in policies),
+        saved_qos={p.team.name: (tuple(p.qos_before_budget.get("qos", ())), p.qos_before_budget.get("default", ""))
+                   for p in policies if p.qos_before_budget},
     )
 
 
@@ -235,7 +250,8 @@ def _gpu_only(tres: dict[str, str]) -> dict[str, str]:
     return {name: value for name, value in tres.items() if name == GPU_TRES or name.startswith(GPU_TRES + ":")}
 
 
-def _budget_switch(budget: str, row: AssociationLimits | None) -> dict:
+def _budget_switch(budget: str, row: AssociationLimits | None,
+                   saved: tuple[tuple[str, ...], str] | None = None) -> dict:
     """The Change fields that put the account's budget state in Slurm, {} when it is there.
 
     Hard: GrpTRESRunMins=gres/gpu=0. No GPU job of the account can start (its GPU-minutes
@@ -245,8 +261,11 @@ def _budget_switch(budget: str, row: AssociationLimits | None) -> dict:
     cancels running jobs once usage reaches it, and it counts decayed all-time usage, not
     the portal's period.
     Soft: the over-budget QOS as the only QOS (so `sbatch --qos=normal` is refused, checked)
-    and as the default (so plain sbatch lands in it). Back within budget: the list without it
-    (the normal QOS when nothing else is left) and no default."""
+    and as the default (so plain sbatch lands in it); what it replaces is kept (`replaced_qos`)
+    unless a switch is already in force (`saved`: then Slurm's list may be someone's drift).
+    Back within budget: the `saved` list and default, or without one (a switch made before
+    lists were kept) the list without the over-budget QOS (normal when nothing is left) and
+    no default."""
     over_qos, normal_qos = _budget_conf()
     run_mins = (row.grp_tres_run_mins.get(GPU_TRES) if row else None) or None
     qos, default = (row.qos, row.default_qos) if row else ((), "")
@@ -256,6 +275,12 @@ def _budget_switch(budget: str, row: AssociationLimits | None) -> dict:
         fields["run_mins"] = ((GPU_TRES, 0 if want_run else -1),)
     if budget == "soft" and (qos != (over_qos,) or default != over_qos):
         fields.update(qos=(over_qos,), default_qos=over_qos)
+        if saved is None and over_qos not in (*qos, default):
+            fields["replaced_qos"] = (qos, default)
+    elif budget != "soft" and saved is not None:
+        back = tuple(q for q in saved[0] if q != over_qos) or (normal_qos,)
+        if (tuple(sorted(qos)), default) != (tuple(sorted(back)), saved[1]):
+            fields.update(qos=back, default_qos=saved[1] if default != saved[1] else None)
     elif budget != "soft" and over_qos in (*qos, default):
         fields.update(qos=tuple(q for q in qos if q != over_qos) or (normal_qos,),
                       default_qos="" if default == over_qos else None)
@@ -274,7 +299,7 @@ def _was_text(row: AssociationLimits, have_share: str, have_tres: dict[str, str]
 
 
 def _limits_change(account: str, want: tuple[str, dict[str, str]], row: AssociationLimits | None,
-                   budget: str = "") -> Change | None:
+                   budget: str = "", saved: tuple[tuple[str, ...], str] | None = None) -> Change | None:
     """One change of the account association: shares, caps and budget switch together, so one
     sacctmgr call."""
     have_share = row.fairshare if row else DEFAULT_FAIRSHARE
@@ -285,7 +310,7 @@ def _limits_change(account: str, want: tuple[str, dict[str, str]], row: Associat
     fairshare = None
     if have_share != want_share:
         fairshare = -1 if want_share == DEFAULT_FAIRSHARE else int(want_share)   # -1: Slurm's default
-    switch = _budget_switch(budget, row)
+    switch = _budget_switch(budget, row, saved)
     if not tres and fairshare is None and not switch:
         return None
     return Change("set_limits", account, fairshare=fairshare, gpu_tres=tuple(sorted(tres.items())),
@@ -295,7 +320,8 @@ def _limits_change(account: str, want: tuple[str, dict[str, str]], row: Associat
 def _account_changes(want: Desired, rows: dict[str, AssociationLimits]) -> list[Change]:
     changes = [Change("add_account", team) for team in sorted(want.teams - rows.keys())]
     for account in sorted(want.limits):
-        change = _limits_change(account, want.limits[account], rows.get(account), want.budgets.get(account, ""))
+        change = _limits_change(account, want.limits[account], rows.get(account), want.budgets.get(account, ""),
+                                want.saved_qos.get(account))
         if change:
             changes.append(change)
     return changes
@@ -361,7 +387,7 @@ def _job_moves(want: Desired, queue: QueueState) -> list[Change]:
     """Pending jobs of soft-over teams into the over-budget QOS; those of every other team back
     out to the normal QOS (the budget was raised or cleared, or a new period began). One
     scontrol call per team and direction."""
-    over_qos, normal_qos = _budget_conf()
+    over_qos, _ = _budget_conf()
     moves: dict[tuple[str, str], list[str]] = {}
     for job in queue.pending:
         if job.account not in want.budgets:
@@ -370,7 +396,7 @@ def _job_moves(want: Desired, queue: QueueState) -> list[Change]:
         if soft and job.qos != over_qos:
             moves.setdefault((job.account, over_qos), []).append(job.job_id)
         elif not soft and job.qos == over_qos:
-            moves.setdefault((job.account, normal_qos), []).append(job.job_id)
+            moves.setdefault((job.account, want.home_qos(job.account)), []).append(job.job_id)
     return [Change("move_jobs", account, qos=(target,), job_ids=tuple(ids),
                    budget=want.budgets[account] or "in budget")
             for (account, target), ids in sorted(moves.items())]
@@ -390,7 +416,8 @@ def plan_changes(want: Desired, actual: AccountsState, queue: QueueState | None 
     return Plan(changes=qos + _account_changes(want, rows) + additions
                 + _default_changes(want, actual, lost, gained)
                 + removals + [Change("remove_account", name) for name in retired] + moves,
-                keep_associations=want.associations, keep_coordinators=want.coordinators)
+                keep_associations=want.associations, keep_coordinators=want.coordinators,
+                spent_qos_lists=frozenset(a for a in want.saved_qos if want.budgets.get(a, "") != "soft"))
 
 
 # ---------------------------------------------------------------- applying
@@ -516,12 +543,35 @@ def _apply_each(plan: Plan, changes: list[Change]) -> None:
             log.warning("reconcile: %s refused: %s", change, exc.message)
             plan.failed.append((change, exc.message))
             continue
+        _keep_qos_lists(plan, [change])
         log.info("reconcile: %s", change)
+
+
+def _keep_qos_lists(plan: Plan, applied: list[Change]) -> None:
+    """Remember the QOS list each applied soft switch replaced, and forget the lists an applied
+    switch back restored. Called per write Slurm took, so a run cut short keeps what it did."""
+    for change in applied:
+        if change.action != "set_limits":
+            continue
+        if change.replaced_qos is not None:
+            qos, default = change.replaced_qos
+            TeamPolicy.objects.filter(team__name=change.account, qos_before_budget={}) \
+                .update(qos_before_budget={"qos": list(qos), "default": default})
+        elif change.account in plan.spent_qos_lists:
+            TeamPolicy.objects.filter(team__name=change.account).update(qos_before_budget={})
+
+
+def _forget_restored(plan: Plan) -> None:
+    """Lists of teams back in budget whose association needs no change: Slurm holds them already."""
+    changing = {c.account for c in plan.changes if c.action == "set_limits"}
+    if plan.spent_qos_lists - changing:
+        TeamPolicy.objects.filter(team__name__in=plan.spent_qos_lists - changing).update(qos_before_budget={})
 
 
 def apply_plan(plan: Plan, *, batched: bool = True) -> None:
     """Apply `plan`'s changes, in batches (or, `batched=False`, one call per change, the way
     before batching; kept for the fallback and the benchmark's baseline)."""
+    _forget_restored(plan)
     if not batched:
         _apply_each(plan, plan.changes)
         return
@@ -534,6 +584,7 @@ def apply_plan(plan: Plan, *, batched: bool = True) -> None:
                          len(batch.changes), exc.message)
             _apply_each(plan, batch.changes)
             continue
+        _keep_qos_lists(plan, batch.changes)
         for change in batch.changes:
             log.info("reconcile: %s", change)
 

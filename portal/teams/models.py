@@ -63,6 +63,10 @@ class TeamPolicy(models.Model):
     gpu_hours_budget = models.FloatField(null=True, blank=True)
     budget_period = models.CharField(max_length=8, choices=Period.choices, default=Period.MONTH)
     over_budget = models.CharField(max_length=8, choices=OverBudget.choices, default=OverBudget.HARD)
+    # What the account's association held ({"qos": [...], "default": "..."}) when the reconciler
+    # put the team into the over-budget QOS, so the switch back restores a QOS list an admin had
+    # set by hand rather than a generic one; {} while no soft switch is in force.
+    qos_before_budget = models.JSONField(default=dict, blank=True, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:

@@ -303,6 +303,45 @@ def test_drift_is_shown_by_a_dry_run_and_repaired_and_a_new_period_switches_back
     assert budget_row(name) == {"run_mins": "", "qos": "normal", "default_qos": ""}
 
 
+@pytest.fixture
+def hand_set_qos(unique):
+    """A QOS of this test's own, as an admin would give a team by hand (removed after the accounts:
+    request it before the team and budget fixtures)."""
+    name = f"qtb-gold-{unique}"
+    sacctmgr_write("add", "qos", name)
+    yield name
+    subprocess.run(["sacctmgr", "-i", "remove", "qos", name], capture_output=True, check=False)
+
+
+def test_the_switch_back_restores_the_qos_list_an_admin_had_set_by_hand(hand_set_qos, qt_team, budget_qos, bob):
+    name, gold = qt_team.name, hand_set_qos
+    TeamPolicy.objects.create(team=qt_team)
+    reconcile_teams()
+    sacctmgr_write("modify", "account", "where", f"name={name}", f"cluster={CLUSTER}", "set",
+                   f"qos=normal,{gold}", f"defaultqos={gold}")
+
+    use_up_budget(qt_team, bob, gpu_hours_budget=0.01, mode="soft")
+    reconcile_teams()
+    assert budget_row(name) == {"run_mins": "", "qos": budget_qos, "default_qos": budget_qos}
+    # Drift while over budget does not replace the kept list.
+    sacctmgr_write("modify", "account", "where", f"name={name}", f"cluster={CLUSTER}", "set", "qos=normal")
+    reconcile_teams()
+    assert budget_row(name)["qos"] == budget_qos
+    held = _sbatch_held(name)
+    try:
+        assert show_job(held)["QOS"] == budget_qos
+        TeamPolicy.objects.filter(team=qt_team).update(gpu_hours_budget=100)   # raised: back in budget
+        plan = reconcile_teams()
+        assert not plan.failed
+        row = budget_row(name)
+        assert (set(row["qos"].split(",")), row["default_qos"]) == ({"normal", gold}, gold)
+        assert show_job(held)["QOS"] == gold   # pending jobs go back to the team's own default
+    finally:
+        cancel([held])
+    assert TeamPolicy.objects.get(team=qt_team).qos_before_budget == {}
+    assert reconcile_teams().empty
+
+
 def test_a_cleared_budget_takes_the_hard_switch_away(qt_team, bob):
     use_up_budget(qt_team, bob, gpu_hours_budget=0.01, mode="hard")
     reconcile_teams()
