@@ -234,3 +234,22 @@ def job_output(out_dir: Path, job_id: int) -> str:
     except FileNotFoundError:
         return ""
 
+
+
+def loopback_quickack() -> bool:
+    """Whether the loopback route ACKs at once (cluster/ctl up sets `quickack 1`)."""
+    out = subprocess.run(["ip", "route", "show", "table", "local", "127.0.0.0/8"], capture_output=True, text=True,
+                         check=False).stdout
+    return "quickack 1" in out
+
+
+def set_loopback_quickack(on: bool) -> None:
+    """Turn the loopback routes' quickack on or off (a bench's named setting; put it back after)."""
+    for prefix in ("127.0.0.0/8", "127.0.0.1"):
+        route = subprocess.run(["ip", "route", "show", "table", "local", prefix], capture_output=True, text=True,
+                               check=True).stdout.split()
+        if "quickack" in route:
+            at = route.index("quickack")
+            del route[at:at + 2]
+        subprocess.run(["ip", "route", "change", *route, "table", "local", "quickack", "1" if on else "0"],
+                       check=True, capture_output=True)

@@ -12,7 +12,10 @@ associations and coordinators. Then, RUNS times:
      20% missing coordinators;
   2. reconcile, batched (the portal's way): DB read, the two sacctmgr reads, the plan (pure
      Python) and the apply timed apart; sacctmgr calls counted; a dry run must then be empty;
-  3. the same drift again, then the baseline: the same plan applied one sacctmgr call per change.
+  3. the same drift again, then the baseline: the same plan applied one sacctmgr call per change;
+  4. where the loopback route has quickack (cluster/ctl up sets it), the same drift once more and
+     the batched reconcile with quickack off: what the writes cost without it (Slurm 22.05's
+     RPCs then wait ~40 ms per round trip on delayed ACKs). Put back on straight after.
 
 Every Slurm object it made is removed at the end, also on failure or Ctrl-C (users first: Slurm
 refuses to remove an account that is still some user's default).
@@ -33,7 +36,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
-from common import machine, own_database_setup, percentile  # noqa: E402
+from common import loopback_quickack, machine, own_database_setup, percentile, set_loopback_quickack  # noqa: E402
 
 DB = own_database_setup("portal_bench_recon")
 
@@ -275,7 +278,8 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     teams, per_team = args.teams, args.users_per_team
     print(f"reconcile scale: {teams} teams, {teams * per_team} users, drift {args.drift:.1%}; {machine()}")
-    print("settings changed by this bench: none (bench accounts bsc-*, users bscu*, removed at the end)")
+    print("settings changed by this bench: loopback quickack off for one reconcile per run, where it was on "
+          "(bench accounts bsc-*, users bscu*, removed at the end)")
     seed_database(teams, per_team)
     if args.plan_only:
         try:
@@ -283,7 +287,9 @@ def main() -> None:
         finally:
             wipe_database()
         return
-    batched, baseline = [], []
+    batched, baseline, slow_acks = [], [], []
+    quickack = loopback_quickack()
+    print(f"  loopback quickack: {'on (as cluster/ctl up sets it)' if quickack else 'off'}")
     try:
         print(f"  setup: {seed_slurm(teams):.1f} s to create {teams} accounts and {teams * per_team} associations")
         drift = make_drift(teams, per_team, args.drift)
@@ -295,11 +301,27 @@ def main() -> None:
             baseline.append(timed_reconcile(batched=False))
             print(f"    batched {batched[-1]['total']:.2f} s ({batched[-1]['writes']} writes), "
                   f"one call per change {baseline[-1]['total']:.2f} s ({baseline[-1]['writes']} writes)", flush=True)
+            if quickack:
+                slow_acks.append(_without_quickack(drift))
+                print(f"    batched with quickack off {slow_acks[-1]['total']:.2f} s", flush=True)
     finally:
+        if quickack and not loopback_quickack():
+            set_loopback_quickack(True)
         cleanup(teams, per_team)
     if batched:
         report("batched apply (the portal's reconciler)", batched)
         report("baseline: the same plan, one sacctmgr call per change", baseline)
+    if slow_acks:
+        report("setting changed: loopback quickack off (batched, as the portal)", slow_acks)
+
+
+def _without_quickack(drift: list[list[str]]) -> dict[str, float]:
+    apply_drift(drift)
+    set_loopback_quickack(False)
+    try:
+        return timed_reconcile(batched=True)
+    finally:
+        set_loopback_quickack(True)
 
 
 if __name__ == "__main__":

@@ -48,3 +48,26 @@ def test_unknown_command_is_a_clear_cli_error():
     assert proc.returncode == 2
     assert "invalid choice" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def _loopback_routes() -> str:
+    return subprocess.run(["ip", "route", "show", "table", "local"], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def test_up_makes_loopback_ack_at_once_and_puts_it_back_when_someone_took_it_away(cluster):
+    """Slurm 22.05's RPCs stall ~40 ms a round trip on delayed ACKs without it (bench/reconcile_scale.py)."""
+    from bench.common import set_loopback_quickack  # noqa: PLC0415 - the bench's own switch
+
+    set_loopback_quickack(False)
+    try:
+        assert "quickack 1" not in _loopback_routes()
+        proc = ctl("up")
+        assert proc.returncode == 0, proc.stderr
+        assert "loopback quickack on 127.0.0.0/8" in proc.stdout + proc.stderr
+    finally:
+        routes = _loopback_routes()
+        if "quickack 1" not in routes:
+            set_loopback_quickack(True)
+    lines = [line for line in routes.splitlines() if line.startswith(("local 127.0.0.0/8 ", "local 127.0.0.1 "))]
+    assert len(lines) == 2 and all("quickack 1" in line for line in lines), routes
