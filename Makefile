@@ -12,7 +12,7 @@ export DEBIAN_FRONTEND := noninteractive
 
 APT_PACKAGES := slurmctld slurmd slurm-client slurmdbd slurmrestd slurm-wlm-jwt-plugin munge \
 	mariadb-server mariadb-client postgresql postgresql-client redis-server redis-tools \
-	python3-venv python3-dev curl ca-certificates chromium iproute2
+	python3-venv python3-dev curl ca-certificates chromium iproute2 debootstrap
 
 .PHONY: help deps venv assets services stop-services cluster db setup test lint demo stop seed
 

@@ -309,7 +309,11 @@ TEAM_BUDGETS = {
 # ---- Slurm gateway (portal/slurm)
 SLURM = {
     "REST_URL": env_str("SLURM_REST_URL", "http://127.0.0.1:6820"),
-    "API_VERSION": env_str("SLURM_API_VERSION", "v0.0.38"),
+    # slurmrestd's API version: "auto" asks slurmrestd once per process (GET /openapi/v3) and
+    # takes the highest it shares with the portal (portal/slurm/rest_versions.py); a version
+    # named here skips the question.
+    "API_VERSION": env_choice("SLURM_API_VERSION", "auto",
+                              {"auto", "v0.0.38", "v0.0.40", "v0.0.41", "v0.0.42", "v0.0.43", "v0.0.44"}),
     "JWT_KEY_FILE": env_str("SLURM_JWT_KEY_FILE", str(BASE_DIR / "cluster/state/etc/jwt.key")),
     "TOKEN_LIFESPAN_S": env_int("SLURM_TOKEN_LIFESPAN", 300, minimum=30),
     # The account fleet reads run as: a Slurm Operator, not root.

@@ -12,18 +12,21 @@ Three kinds of call, each with its own identity:
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import socket
+import threading
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
 
-from portal.slurm import parse, tokens
+from portal.slurm import parse, rest_versions, tokens
 from portal.slurm.errors import SlurmNotFound, SlurmRejected, TokenRefused
 from portal.slurm.readers import CliRestReader, FleetReader, PyslurmReader
+from portal.slurm.rest_versions import RestApi
 from portal.slurm.transport import SlurmAlreadyDone, rest_request, run_cli
 from portal.slurm.types import (
     AccountingRecord,
@@ -42,11 +45,13 @@ from portal.slurm.types import (
     RunRecord,
 )
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class _Conf:
     rest_url: str
-    prefix: str
+    api_version: str
     key_file: str
     lifespan_s: int
     operator: str
@@ -59,7 +64,7 @@ class _Conf:
 
 def _conf() -> _Conf:
     s = settings.SLURM
-    return _Conf(rest_url=s["REST_URL"], prefix=f"/slurm/{s['API_VERSION']}",
+    return _Conf(rest_url=s["REST_URL"], api_version=s["API_VERSION"],
                  key_file=s["JWT_KEY_FILE"], lifespan_s=s["TOKEN_LIFESPAN_S"],
                  operator=s["OPERATOR_USER"], slurm_user=s["SLURM_USER"],
                  timeout_s=s["TIMEOUT_S"], cli_timeout_s=s["CLI_TIMEOUT_S"],
@@ -73,17 +78,65 @@ def user_token(username: str) -> str:
     return tokens.mint(username, key_file=conf.key_file, lifespan_s=conf.lifespan_s)
 
 
-def _as_user(method: str, path: str, username: str, **kwargs) -> dict | None:
+# ---------------------------------------------------------------- REST API version
+
+_negotiated: dict[str, RestApi] = {}
+_negotiation_lock = threading.Lock()
+
+
+def rest_api() -> RestApi:
+    """The slurmrestd API version this process speaks: SLURM_API_VERSION when it names one,
+    else (the default, "auto") the highest both sides know, asked once per process.
+
+    The answer is kept for the process, not per URL: it is a property of the cluster, and a
+    process that points REST_URL elsewhere (a test's proxy in front of the same slurmrestd)
+    must not ask again through it. A failed negotiation is not kept, so the next call retries,
+    and it raises the same typed errors as any request (unreachable, unavailable).
+    """
     conf = _conf()
-    return rest_request(method, conf.prefix + path, base_url=conf.rest_url, timeout=conf.timeout_s,
-                        user=username, token=user_token(username), **kwargs)
+    if conf.api_version != "auto":
+        return rest_versions.for_version(conf.api_version)
+    with _negotiation_lock:
+        if "auto" not in _negotiated:
+            _negotiated["auto"] = _negotiate(conf)
+        return _negotiated["auto"]
+
+
+def _negotiate(conf: _Conf) -> RestApi:
+    token = tokens.mint(conf.operator, key_file=conf.key_file, lifespan_s=conf.lifespan_s)
+    doc = rest_request("GET", "/openapi/v3", base_url=conf.rest_url, timeout=conf.timeout_s,
+                       user=conf.operator, token=token) or {}
+    listed = rest_versions.listed_versions(doc)
+    chosen = rest_versions.choose(listed)
+    log.info("slurmrestd at %s serves %s; the portal speaks %s: using %s", conf.rest_url,
+             ", ".join(listed), ", ".join(rest_versions.SUPPORTED), chosen)
+    return rest_versions.for_version(chosen)
+
+
+def forget_negotiated_version() -> None:
+    """Ask slurmrestd again on the next call (tests that switch clusters)."""
+    with _negotiation_lock:
+        _negotiated.clear()
+
+
+def _as_user(method: str, path: str, username: str, *,
+             body: Callable[[RestApi], dict] | None = None, **kwargs) -> dict | None:
+    """A slurmrestd call as `username`; `body` builds the JSON in the negotiated version's shape.
+    The user is checked before anything is sent, the version asked for only then."""
+    conf = _conf()
+    token = user_token(username)
+    api = rest_api()
+    if body is not None:
+        kwargs["json"] = body(api)
+    return rest_request(method, api.prefix + path, base_url=conf.rest_url, timeout=conf.timeout_s,
+                        user=username, token=token, **kwargs)
 
 
 def as_operator(method: str, path: str, **kwargs) -> dict | None:
     """A slurmrestd call as the operator account (fleet reads)."""
     conf = _conf()
     token = tokens.mint(conf.operator, key_file=conf.key_file, lifespan_s=conf.lifespan_s)
-    return rest_request(method, conf.prefix + path, base_url=conf.rest_url, timeout=conf.timeout_s,
+    return rest_request(method, rest_api().prefix + path, base_url=conf.rest_url, timeout=conf.timeout_s,
                         user=conf.operator, token=token, **kwargs)
 
 
@@ -94,37 +147,10 @@ def cli(args: list[str]) -> str:
 
 # ---------------------------------------------------------------- per-user actions
 
-def _submit_body(spec: JobSpec) -> dict:
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", **spec.environment}
-    job: dict = {
-        "name": spec.name, "account": spec.account, "current_working_directory": spec.working_dir,
-        # v0.0.38 parses these keys like sbatch's options: "requeue": false is read as the
-        # flag --requeue and ignored (Requeue=1); the opposite flag is "no_requeue".
-        "environment": env, "requeue" if spec.requeue else "no_requeue": True,
-        "time_limit": spec.time_limit_min,
-        # The schema's [min, max] list is accepted and ignored (NumNodes=1); a "min-max"
-        # string is parsed like sbatch -N and pins both ends.
-        "nodes": f"{spec.nodes}-{spec.nodes}", "cpus_per_task": spec.cpus_per_task,
-        "comment": spec.comment, "hold": spec.hold,
-    }
-    if spec.partition:
-        job["partition"] = spec.partition
-    if spec.mem_mb:
-        job["memory_per_node"] = spec.mem_mb
-    if spec.gpus_per_node:
-        kind = f"gpu:{spec.gpu_type}" if spec.gpu_type else "gpu"
-        job["gres"] = f"{kind}:{spec.gpus_per_node}"
-    if spec.stdout:
-        job["standard_output"] = spec.stdout
-    if spec.stderr:
-        job["standard_error"] = spec.stderr
-    return {"job": job, "script": spec.script}
-
-
 def submit_job(username: str, spec: JobSpec) -> int:
     """Submit as `username`; the job runs under that user's uid. Returns Slurm's job id."""
-    body = _as_user("POST", "/job/submit", username, json=_submit_body(spec))
-    job_id = (body or {}).get("job_id")
+    body = _as_user("POST", "/job/submit", username, body=lambda api: api.submit_body(spec))
+    job_id = rest_api().job_id_of_submit(body or {})
     if not isinstance(job_id, int):
         raise SlurmRejected("slurmrestd accepted the submission but returned no job id")
     return job_id
@@ -133,25 +159,26 @@ def submit_job(username: str, spec: JobSpec) -> int:
 def cancel_job(username: str, job_id: int) -> None:
     """Cancel as `username`. Cancelling a job that already ended is a no-op."""
     try:
-        _as_user("DELETE", f"/job/{int(job_id)}", username)
+        body = _as_user("DELETE", f"/job/{int(job_id)}", username)
+        rest_api().raise_for_signal_status(body or {})
     except SlurmAlreadyDone:
         return
 
 
-def _update_job(username: str, job_id: int, changes: dict) -> None:
+def _update_job(username: str, job_id: int, changes: Callable[[RestApi], dict]) -> None:
     try:
-        _as_user("POST", f"/job/{int(job_id)}", username, json=changes)
+        _as_user("POST", f"/job/{int(job_id)}", username, body=changes)
     except SlurmNotFound:
         # slurmrestd's own message here names only the RPC ("job update ... failed").
         raise SlurmNotFound(f"no job {int(job_id)} in Slurm") from None
 
 
 def hold_job(username: str, job_id: int) -> None:
-    _update_job(username, job_id, {"hold": True})
+    _update_job(username, job_id, lambda api: api.hold_body(True))
 
 
 def release_job(username: str, job_id: int) -> None:
-    _update_job(username, job_id, {"hold": False})
+    _update_job(username, job_id, lambda api: api.hold_body(False))
 
 
 def requeue_job(username: str, job_id: int) -> None:
@@ -171,12 +198,17 @@ def requeue_job(username: str, job_id: int) -> None:
 def reader() -> FleetReader:
     if settings.SLURM["READ_BACKEND"] == "pyslurm":
         return PyslurmReader()
-    return CliRestReader(as_operator, cli)
+    return CliRestReader(as_operator, cli, rest_api)
 
 
 def jobs_changed_since(unix_time: int) -> bool:
-    """True when anything in the queue changed since `unix_time` (a 304 costs almost nothing)."""
-    return as_operator("GET", "/jobs", params={"update_time": int(unix_time)}) is not None
+    """True when anything in the queue changed since `unix_time` (a 304 costs almost nothing).
+    An API version without a working probe always says True: the caller then sweeps."""
+    api = rest_api()
+    params = api.jobs_probe_params(int(unix_time))
+    if params is None:
+        return True
+    return api.jobs_changed(as_operator("GET", "/jobs", params=params))
 
 
 def sweep_jobs(*, skip_ended_before: datetime | None = None) -> QueueSweep:
@@ -340,9 +372,10 @@ def slurmd_address(name: str) -> tuple[str, int]:
     """Where the node's slurmd listens (NodeAddr, Port), as slurmctld knows it."""
     data = as_operator("GET", f"/node/{name}") or {}
     nodes = data.get("nodes") or []
-    if not nodes or not nodes[0].get("address") or not nodes[0].get("port"):
+    address, port = rest_api().node_address(nodes[0]) if nodes else (None, None)
+    if not address or not port:
         raise SlurmNotFound(f"no address for node {name!r}")
-    return str(nodes[0]["address"]), int(nodes[0]["port"])
+    return str(address), int(port)
 
 
 def _slurmd_answers_once(address: tuple[str, int], timeout_s: float) -> bool:
@@ -382,7 +415,7 @@ def job_detail(job_id: int) -> JobDetail:
     jobs = body.get("jobs") or []
     if not jobs:
         raise SlurmNotFound(f"no job {int(job_id)} in Slurm")
-    return parse.job_detail_from_rest(jobs[0])
+    return rest_api().job_detail(jobs[0])
 
 
 def jobs_on_node(name: str) -> list[JobInfo]:

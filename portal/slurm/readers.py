@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from portal.slurm import parse
+from portal.slurm import parse, rest_versions
 from portal.slurm.errors import SlurmNotFound, SlurmUnavailable
+from portal.slurm.rest_versions import RestApi
 from portal.slurm.types import JobInfo, NodeInfo, PartitionInfo
 
 
@@ -22,10 +23,16 @@ class FleetReader(Protocol):
     def list_partitions(self) -> list[PartitionInfo]: ...
 
 
+def _v38() -> RestApi:
+    return rest_versions.for_version("v0.0.38")
+
+
 class CliRestReader:
-    def __init__(self, rest: Callable[..., dict | None], cli: Callable[[list[str]], str]):
+    def __init__(self, rest: Callable[..., dict | None], cli: Callable[[list[str]], str],
+                 api: Callable[[], RestApi] = _v38):
         self._rest = rest
         self._cli = cli
+        self._api = api  # the REST version `rest` speaks, which shapes its answers
 
     def list_jobs(self, *, job_ids: list[int] | None = None,
                   users: list[str] | None = None) -> list[JobInfo]:
@@ -46,15 +53,15 @@ class CliRestReader:
         jobs = body.get("jobs") or []
         if not jobs:
             raise SlurmNotFound(f"no job {job_id}")
-        return parse.job_from_rest(jobs[0])
+        return self._api().job(jobs[0])
 
     def list_nodes(self) -> list[NodeInfo]:
         body = self._rest("GET", "/nodes") or {}
-        return [parse.node_from_rest(n) for n in body.get("nodes") or []]
+        return [self._api().node(n) for n in body.get("nodes") or []]
 
     def list_partitions(self) -> list[PartitionInfo]:
         body = self._rest("GET", "/partitions") or {}
-        return [parse.partition_from_rest(p) for p in body.get("partitions") or []]
+        return [self._api().partition(p) for p in body.get("partitions") or []]
 
 
 class PyslurmReader:

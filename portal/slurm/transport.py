@@ -49,7 +49,8 @@ def _errno(error: dict) -> int:
     return int(error.get("error_number") or error.get("error_code") or 0)
 
 
-def _raise_for_errors(errors: list[dict]) -> None:
+def raise_for_errors(errors: list[dict]) -> None:
+    """Raise the gateway's typed error for Slurm's error list (nothing when all are informational)."""
     errors = [e for e in errors if _errno(e) not in INFORMATIONAL_ERRNOS]
     if not errors:
         return
@@ -63,6 +64,9 @@ def _raise_for_errors(errors: list[dict]) -> None:
     if any(errno in r for r in UNAVAILABLE_RANGES):
         raise SlurmUnavailable(message)
     raise SlurmRejected(message)
+
+
+_raise_for_errors = raise_for_errors  # its name before it was shared with rest_versions
 
 
 def rest_request(method: str, path: str, *, base_url: str, timeout: float, user: str, token: str,
@@ -93,7 +97,7 @@ def rest_request(method: str, path: str, *, base_url: str, timeout: float, user:
     except ValueError:
         body = None
     if isinstance(body, dict) and body.get("errors"):
-        _raise_for_errors(body["errors"])
+        raise_for_errors(body["errors"])
     if resp.status_code in (401, 403):
         raise SlurmRejected(f"slurmrestd refused the credentials for {user!r}")
     if resp.status_code == 404:
