@@ -14,12 +14,13 @@ APT_PACKAGES := slurmctld slurmd slurm-client slurmdbd slurmrestd slurm-wlm-jwt-
 	mariadb-server mariadb-client postgresql postgresql-client redis-server redis-tools \
 	python3-venv python3-dev curl ca-certificates chromium iproute2 debootstrap
 
-.PHONY: help deps venv assets services stop-services cluster db setup test lint demo stop seed
+.PHONY: help deps venv assets services stop-services cluster db setup test test-versions lint demo stop seed
 
 help:
 	@echo "make demo   install everything, start cluster + services + portal on http://127.0.0.1:8000"
 	@echo "make test   install everything, start cluster + services, run ruff and pytest"
 	@echo "make stop   stop what demo started (portal, worker, beat, cluster); PostgreSQL and Redis stay up"
+	@echo "make test-versions   the gateway's contract tests against Slurm 24.11 and 26.05 (Debian roots, mini clusters)"
 	@echo "make stop-services   stop the project's PostgreSQL and Redis too"
 
 # ---- system packages (Debian 12 or 13), only when something is missing
@@ -75,6 +76,21 @@ lint: venv
 
 test: setup lint
 	$(VENV)/bin/pytest
+
+# The gateway's contract against Slurm releases this host does not package: each from a Debian
+# root built once and cached (cluster/roots.py: trixie = 24.11, sid = 26.05), run as a two-node
+# mini cluster on ports of its own beside the local cluster (cluster/rootcluster.py).
+OTHER_SLURM_SUITES ?= trixie sid
+
+test-versions: setup
+	@for suite in $(OTHER_SLURM_SUITES); do \
+	  python3 cluster/roots.py build $$suite || exit 1; \
+	  python3 cluster/rootcluster.py start $$suite || exit 1; \
+	  ( eval "$$(python3 cluster/rootcluster.py env $$suite)" && [ -n "$$SLURM_V11_REST_URL" ] \
+	    && $(VENV)/bin/pytest -q -rs tests/slurm/test_rest_versions_live.py ); rc=$$?; \
+	  python3 cluster/rootcluster.py stop $$suite; \
+	  [ $$rc -eq 0 ] || { echo "contract tests failed on $$suite"; exit $$rc; }; \
+	done
 
 demo: setup
 	@scripts/portal.sh start
