@@ -32,6 +32,7 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -304,6 +305,11 @@ def main() -> None:
             if quickack:
                 slow_acks.append(_without_quickack(drift))
                 print(f"    batched with quickack off {slow_acks[-1]['total']:.2f} s", flush=True)
+    except Exception:
+        # Before the cleanup, which can take long at full scale: the error must not wait for it.
+        traceback.print_exc()
+        sys.stdout.flush()
+        raise
     finally:
         if quickack and not loopback_quickack():
             set_loopback_quickack(True)
