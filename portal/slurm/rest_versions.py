@@ -61,6 +61,13 @@ def for_version(version: str) -> RestApi:
     raise SlurmUnavailable(f"slurmrestd API {version!r} is not one the portal speaks ({', '.join(SUPPORTED)})")
 
 
+def _optional_fields(spec: JobSpec, *, memory: Any) -> dict:
+    """The submit fields every version sends only when set; `memory` in the version's form."""
+    fields = {"partition": spec.partition, "memory_per_node": memory if spec.mem_mb else None,
+              "standard_output": spec.stdout, "standard_error": spec.stderr}
+    return {key: value for key, value in fields.items() if value}
+
+
 class RestApi:
     """v0.0.38: Slurm 22.05 and 23.02."""
 
@@ -86,17 +93,10 @@ class RestApi:
             "nodes": f"{spec.nodes}-{spec.nodes}", "cpus_per_task": spec.cpus_per_task,
             "comment": spec.comment, "hold": spec.hold,
         }
-        if spec.partition:
-            job["partition"] = spec.partition
-        if spec.mem_mb:
-            job["memory_per_node"] = spec.mem_mb
+        job.update(_optional_fields(spec, memory=spec.mem_mb))
         if spec.gpus_per_node:
             kind = f"gpu:{spec.gpu_type}" if spec.gpu_type else "gpu"
             job["gres"] = f"{kind}:{spec.gpus_per_node}"
-        if spec.stdout:
-            job["standard_output"] = spec.stdout
-        if spec.stderr:
-            job["standard_error"] = spec.stderr
         return {"job": job, "script": spec.script}
 
     def hold_body(self, hold: bool) -> dict:
@@ -192,18 +192,11 @@ class RestApi4x(RestApi):
             "nodes": f"{spec.nodes}-{spec.nodes}", "cpus_per_task": spec.cpus_per_task,
             "comment": spec.comment, "hold": spec.hold, "script": spec.script,
         }
-        if spec.partition:
-            job["partition"] = spec.partition
-        if spec.mem_mb:
-            job["memory_per_node"] = _set(spec.mem_mb)
+        job.update(_optional_fields(spec, memory=_set(spec.mem_mb) if spec.mem_mb else None))
         if spec.gpus_per_node:
             # No `gres` key after v0.0.38: GPUs are TRES per node.
             kind = f"gres/gpu:{spec.gpu_type}" if spec.gpu_type else "gres/gpu"
             job["tres_per_node"] = f"{kind}:{spec.gpus_per_node}"
-        if spec.stdout:
-            job["standard_output"] = spec.stdout
-        if spec.stderr:
-            job["standard_error"] = spec.stderr
         # The top-level "script" is deprecated from v0.0.40 on: it lives in the job.
         return {"job": job}
 
