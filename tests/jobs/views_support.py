@@ -24,10 +24,13 @@ VISION_LEAD = "victor"  # a portal-only user (no Unix account) who leads vision
 def build_world(make_user) -> dict:
     """alice, bob: vision members; victor: vision lead; carol: nlp lead; erin: nlp member;
     admin; charlie: in no team."""
-    vision = Team.objects.create(name="vision", description="Computer vision")
-    nlp = Team.objects.create(name="nlp", description="Language models")
+    # People before teams: a tracker running meanwhile (the browser tests' `tracker`) adopts a
+    # leftover sbatch job of alice's as soon as team vision exists, and makes her portal user if
+    # she has none yet, which make_user would then collide with.
     people = {name: make_user(name) for name in ("alice", "bob", "carol", "erin", VISION_LEAD, "charlie")}
     people["admin"] = make_user("admin", is_staff=True, is_superuser=True)
+    vision = Team.objects.create(name="vision", description="Computer vision")
+    nlp = Team.objects.create(name="nlp", description="Language models")
     for name, team, role in [("alice", vision, "member"), ("bob", vision, "member"), (VISION_LEAD, vision, "lead"),
                              ("carol", nlp, "lead"), ("erin", nlp, "member")]:
         Membership.objects.create(user=people[name], team=team, role=role)
