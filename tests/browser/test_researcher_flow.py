@@ -21,8 +21,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("plain_static", "tracker
 
 @pytest.fixture
 def people(transactional_db, slurm_accounts, make_user):
-    vision = Team.objects.create(name="vision")
+    # People first: the running tracker makes a portal user for a leftover sbatch job of alice's
+    # as soon as team vision exists (see tests/jobs/views_support.build_world).
     alice, bob = make_user("alice"), make_user("bob")
+    vision = Team.objects.create(name="vision")
     for user in (alice, bob):
         Membership.objects.create(user=user, team=vision)
     return {"alice": alice, "bob": bob}
