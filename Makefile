@@ -87,7 +87,8 @@ test-versions: setup
 	  python3 cluster/roots.py build $$suite || exit 1; \
 	  python3 cluster/rootcluster.py start $$suite || exit 1; \
 	  ( eval "$$(python3 cluster/rootcluster.py env $$suite)" && [ -n "$$SLURM_V11_REST_URL" ] \
-	    && $(VENV)/bin/pytest -q -rs tests/slurm/test_rest_versions_live.py ); rc=$$?; \
+	    && $(VENV)/bin/pytest -q -rs tests/slurm/test_rest_versions_live.py \
+	       tests/slurm/test_other_versions_flow.py ); rc=$$?; \
 	  python3 cluster/rootcluster.py stop $$suite; \
 	  [ $$rc -eq 0 ] || { echo "contract tests failed on $$suite"; exit $$rc; }; \
 	done

@@ -17,8 +17,12 @@ associations and coordinators. Then, RUNS times:
      the batched reconcile with quickack off: what the writes cost without it (Slurm 22.05's
      RPCs then wait ~40 ms per round trip on delayed ACKs). Put back on straight after.
 
-Every Slurm object it made is removed at the end, also on failure or Ctrl-C (users first: Slurm
-refuses to remove an account that is still some user's default).
+Slurm side: by default a scratch slurmdbd and slurmctld (bench/scratch_accounting.py: the local
+cluster's own config and binaries, cluster `benchacct`, a database of their own), stopped and
+dropped at the end, also on failure or Ctrl-C. With --shared-slurmdbd it writes to the local
+cluster's slurmdbd instead and removes every object it made at the end (users first: Slurm
+refuses to remove an account that is still some user's default); slurmdbd 22.05 removes
+associations in quadratic time, so never do that above ~100 teams.
 
     .venv/bin/python bench/reconcile_scale.py                       # 1,000 teams, 10,000 users
     .venv/bin/python bench/reconcile_scale.py --teams 100 --runs 2  # a quick one
@@ -27,6 +31,7 @@ refuses to remove an account that is still some user's default).
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import signal
 import subprocess
@@ -37,8 +42,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+import scratch_accounting  # noqa: E402
 from common import loopback_quickack, machine, own_database_setup, percentile, set_loopback_quickack  # noqa: E402
 
+# Read before Django loads its settings, which take the cluster's name from the environment.
+SHARED = "--shared-slurmdbd" in sys.argv
+if not SHARED:
+    scratch_accounting.select()
 DB = own_database_setup("portal_bench_recon")
 
 from django.contrib.auth import get_user_model  # noqa: E402
@@ -55,7 +65,7 @@ from portal.slurm.types import AccountsState  # noqa: E402
 from portal.teams.models import Membership, RetiredTeam, Team, TeamPolicy  # noqa: E402
 
 PREFIX = "bsc"
-CLUSTER = "portal"
+CLUSTER = os.environ.get("SLURM_CLUSTER", "portal")
 SHARES = (10, 20, 30, 50, 100)
 CAPS = (4, 8, 16)
 
@@ -147,6 +157,41 @@ def make_drift(teams: int, per_team: int, fraction: float, seed: int = 10) -> li
         else:
             commands.append(["remove", "coordinator", f"account={team_name(t)}", f"names={user_name(lead)}"])
     return commands
+
+
+# Another admin's sacctmgr writes, while the reconciler runs: the `ops` account's fair share
+# flipped twice a second, and a reader listing associations as a monitoring script would.
+OTHER_WRITER = """
+import subprocess, time
+n = 0
+while True:
+    n += 1
+    subprocess.run(["sacctmgr", "-i", "modify", "account", "where", "name=ops", "set", f"fairshare={1 + n % 2}"],
+                   capture_output=True)
+    subprocess.run(["sacctmgr", "-nP", "show", "assoc", "where", "account=ops", "format=account,user,fairshare"],
+                   capture_output=True)
+    time.sleep(0.5)
+"""
+
+
+def start_load(queued: int) -> subprocess.Popen:
+    """Jobs held in the queue (slurmctld re-checks them against every association update it is
+    sent) and another admin writing to slurmdbd; the writer is returned for stop_load."""
+    for _ in range(queued):
+        subprocess.run(["sbatch", "--hold", "--account=root", "--partition=gpu", "--gres=gpu:1",
+                        "--job-name=bench-load", "--output=/dev/null", "--wrap=true"], capture_output=True, check=False)
+    held = subprocess.run(["squeue", "-h", "-n", "bench-load", "-o", "%i"], capture_output=True, text=True,
+                          check=False).stdout.split()
+    print(f"  load: {len(held)} held jobs in the queue, another admin's sacctmgr write + read every 0.5 s", flush=True)
+    return subprocess.Popen([sys.executable, "-c", OTHER_WRITER], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_load(writer: subprocess.Popen | None) -> None:
+    if writer is not None:
+        writer.terminate()
+        writer.wait(10)
+        sacctmgr("modify", "account", "where", "name=ops", "set", "fairshare=1")  # as cluster/ctl made it
+    subprocess.run(["scancel", "-n", "bench-load"], capture_output=True, check=False)
 
 
 def apply_drift(commands: list[list[str]]) -> float:
@@ -243,6 +288,13 @@ def plan_only(teams: int, per_team: int, fraction: float, runs: int) -> None:
 def cleanup(teams: int, per_team: int) -> None:
     # A second Ctrl-C (or one reaching sacctmgr, in the same process group) must not cut it short.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not SHARED:
+        started = time.monotonic()
+        scratch_accounting.stop()
+        print(f"cleanup: scratch slurmdbd and slurmctld stopped, their database dropped "
+              f"({time.monotonic() - started:.1f} s)")
+        wipe_database()
+        return
     users = ",".join(user_name(i) for i in range(teams * per_team))
     sacctmgr("remove", "user", "where", f"name={users}", f"cluster={CLUSTER}")
     sacctmgr("remove", "account", "where", f"name={','.join(team_name(t) for t in range(teams))}")
@@ -273,6 +325,10 @@ def main() -> None:
     parser.add_argument("--users-per-team", type=int, default=10)
     parser.add_argument("--drift", type=float, default=0.01, help="fraction of objects drifted by hand")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--shared-slurmdbd", action="store_true",
+                        help="write to the local cluster's slurmdbd, not a scratch one (small sizes only)")
+    parser.add_argument("--queued", type=int, default=200,
+                        help="held jobs in the queue while it runs (with another admin's writes); 0: no load")
     parser.add_argument("--plan-only", action="store_true",
                         help="no Slurm writes: time the DB read, parsing and plan on a synthetic Slurm state")
     args = parser.parse_args()
@@ -280,7 +336,8 @@ def main() -> None:
     teams, per_team = args.teams, args.users_per_team
     print(f"reconcile scale: {teams} teams, {teams * per_team} users, drift {args.drift:.1%}; {machine()}")
     print("settings changed by this bench: loopback quickack off for one reconcile per run, where it was on "
-          "(bench accounts bsc-*, users bscu*, removed at the end)")
+          "(bench accounts bsc-*, users bscu*, removed at the end); Slurm: "
+          + ("the local cluster's slurmdbd" if SHARED else "a scratch slurmdbd + slurmctld on the local config"))
     seed_database(teams, per_team)
     if args.plan_only:
         try:
@@ -288,14 +345,31 @@ def main() -> None:
         finally:
             wipe_database()
         return
+    batched, baseline, slow_acks = measure(args, quickack=loopback_quickack())
+    if batched:
+        report("batched apply (the portal's reconciler)", batched)
+        report("baseline: the same plan, one sacctmgr call per change", baseline)
+    if slow_acks:
+        report("setting changed: loopback quickack off (batched, as the portal)", slow_acks)
+
+
+def measure(args: argparse.Namespace, *, quickack: bool) -> tuple[list, list, list]:
+    """Seed Slurm, start the load, then the drifted reconciles; everything undone at the end."""
+    teams, per_team = args.teams, args.users_per_team
     batched, baseline, slow_acks = [], [], []
-    quickack = loopback_quickack()
     print(f"  loopback quickack: {'on (as cluster/ctl up sets it)' if quickack else 'off'}")
+    writer = None
     try:
+        if not SHARED:
+            scratch_accounting.start()
         print(f"  setup: {seed_slurm(teams):.1f} s to create {teams} accounts and {teams * per_team} associations")
+        if args.queued:
+            writer = start_load(args.queued)
         drift = make_drift(teams, per_team, args.drift)
         print(f"  drift: {len(drift)} objects changed by hand per run")
         for run in range(args.runs):
+            # Run 1 comes straight after the setup's writes (slurmdbd and slurmctld still busy with
+            # them, the held jobs just queued); later runs show the steady state.
             print(f"  run {run + 1}: drift applied in {apply_drift(drift):.1f} s", flush=True)
             batched.append(timed_reconcile(batched=True))
             apply_drift(drift)
@@ -311,14 +385,11 @@ def main() -> None:
         sys.stdout.flush()
         raise
     finally:
+        stop_load(writer)
         if quickack and not loopback_quickack():
             set_loopback_quickack(True)
         cleanup(teams, per_team)
-    if batched:
-        report("batched apply (the portal's reconciler)", batched)
-        report("baseline: the same plan, one sacctmgr call per change", baseline)
-    if slow_acks:
-        report("setting changed: loopback quickack off (batched, as the portal)", slow_acks)
+    return batched, baseline, slow_acks
 
 
 def _without_quickack(drift: list[list[str]]) -> dict[str, float]:

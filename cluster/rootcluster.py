@@ -1,17 +1,18 @@
 #!/usr/bin/env python3
 """A two-node Slurm cluster run from a Debian root (cluster/roots.py), on ports of its own.
 
-    python3 cluster/rootcluster.py start  [SUITE]   munged, slurmctld, 2 slurmd, slurmrestd
+    python3 cluster/rootcluster.py start  [SUITE]   munged, slurmdbd, slurmctld, 2 slurmd, slurmrestd
     python3 cluster/rootcluster.py stop   [SUITE]   every process running in the root, then its mounts
     python3 cluster/rootcluster.py status [SUITE]   daemons, mounts, sinfo from the root
     python3 cluster/rootcluster.py env    [SUITE]   shell lines for the contract tests
 
 It proves the gateway against a Slurm release the host does not package, next to the host's own
 cluster and without touching it: ports 7817 (slurmctld), 7818-7819 (slurmd), 7820 (slurmrestd),
-ClusterName v11test, no slurmdbd. Everything (config, spool, logs, pid files, munge socket,
-the JWT key) lives inside the root, under the paths Debian's packages use, so the root's own
-`scontrol`, `squeue` and `sbatch` work with `chroot ROOT ...` and no SLURM_CONF. The host's
-22.05 clients cannot talk to a 24.11 slurmctld.
+7821 (slurmdbd), ClusterName v11test. slurmdbd keeps its tables in the host's MariaDB, in a
+database of its own per suite (slurm_v11_<suite>, user slurmv11). Everything else (config, spool,
+logs, pid files, munge socket, the JWT key) lives inside the root, under the paths Debian's
+packages use, so the root's own `scontrol`, `squeue` and `sbatch` work with `chroot ROOT ...`
+and no SLURM_CONF. The host's 22.05 clients cannot talk to a 24.11 slurmctld.
 
 `stop` ends exactly the processes whose root directory is this root (the daemons and the jobs
 they started), so it can never touch the host's cluster; then it unmounts /proc, /sys and /dev
@@ -35,9 +36,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import roots  # a sibling script, not a package
 
 CLUSTER_NAME = os.environ.get("ROOTCLUSTER_NAME", "v11test")
-PORTS = {"slurmctld": 7817, "gpu01": 7818, "gpu02": 7819, "slurmrestd": 7820}
+PORTS = {"slurmctld": 7817, "gpu01": 7818, "gpu02": 7819, "slurmrestd": 7820, "slurmdbd": 7821}
 NODES = ("gpu01", "gpu02")
-COPIED_USERS = ("alice", "bob", "portalop")  # job owners, and the gateway's operator account
+COPIED_USERS = ("alice", "bob", "carol", "portalop")  # job owners, and the gateway's operator account
+# Accounts and users slurmdbd starts with, as cluster/ctl gives the host's cluster.
+ACCOUNTS = {"vision": ("alice", "bob"), "nlp": ("carol",)}
+DB_USER = "slurmv11"
 REST_USER = "nobody"  # slurmrestd refuses root and SlurmUser
 MOUNTS = (("proc", ["-t", "proc", "proc"]), ("sys", ["-t", "sysfs", "sysfs"]), ("dev", ["--bind", "/dev"]))
 GPU_DIR = "/var/lib/slurm-fake-gpu"  # char devices (c 1 3) standing in for /dev/nvidia*
@@ -66,8 +70,13 @@ JobAcctGatherType=jobacct_gather/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 GresTypes=gpu
-# No AccountingStorageTRES=gres/gpu: without slurmdbd slurmctld refuses it (fatal), so GPUs do
-# not show in tres_alloc_str or a partition's TRES here, unlike on the host's cluster.
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=localhost
+AccountingStoragePort={dbd_port}
+AccountingStorageEnforce=associations,limits,qos
+AccountingStorageTRES=gres/gpu,gres/gpu:h100
+PriorityType=priority/multifactor
+PriorityWeightFairshare=10000
 MpiDefault=none
 ReturnToService=2
 JobRequeue=1
@@ -78,6 +87,23 @@ DefMemPerCPU=1024
 NodeName=gpu[01-02] NodeHostname=localhost NodeAddr=127.0.0.1 Port=[{first_slurmd_port}-{last_slurmd_port}] \\
   CPUs=8 RealMemory=16384 Gres=gpu:h100:4 State=UNKNOWN
 PartitionName=gpu Nodes=gpu[01-02] Default=YES MaxTime=2-00:00:00 State=UP
+"""
+SLURMDBD_CONF = """\
+# Written by cluster/rootcluster.py. Mode 600, owned by SlurmUser: it holds the database password.
+AuthType=auth/munge
+AuthAltTypes=auth/jwt
+AuthAltParameters=jwt_key=/etc/slurm/jwt.key
+DbdHost=localhost
+DbdPort={dbd_port}
+SlurmUser=slurm
+LogFile=/var/log/slurm/slurmdbd.log
+PidFile=/run/slurm/slurmdbd.pid
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort=3306
+StorageUser={db_user}
+StoragePass={db_password}
+StorageLoc={db_name}
 """
 GRES_CONF = f"NodeName=gpu[01-02] Name=gpu Type=h100 File={GPU_DIR}/nvidia[0-3]\n"
 CGROUP_CONF = "# No cgroup file system inside the root.\nCgroupPlugin=disabled\n"
@@ -201,6 +227,9 @@ def prepare(root: Path) -> None:
         chroot(root, ["mungekey", "--create"])
     for path in (root / "etc/munge", root / "etc/munge/munge.key"):
         os.chown(path, *munge)
+    hosts = root / "etc/hosts"
+    if not hosts.exists():  # debootstrap's minbase writes none; slurmdbd's clients look up "localhost"
+        hosts.write_text("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
     make_gpus(root)
     write_config(root)
 
@@ -229,10 +258,57 @@ def write_config(root: Path) -> None:
     version = roots.slurm_version(root).split()[-1]
     etc = root / "etc/slurm"
     (etc / "slurm.conf").write_text(SLURM_CONF.format(
-        version=version, cluster=CLUSTER_NAME, ctld_port=PORTS["slurmctld"],
+        version=version, cluster=CLUSTER_NAME, ctld_port=PORTS["slurmctld"], dbd_port=PORTS["slurmdbd"],
         first_slurmd_port=PORTS[NODES[0]], last_slurmd_port=PORTS[NODES[-1]]))
+    dbd = etc / "slurmdbd.conf"
+    dbd.write_text(SLURMDBD_CONF.format(dbd_port=PORTS["slurmdbd"], db_user=DB_USER,
+                                        db_password=db_password(root), db_name=db_name(root)))
+    dbd.chmod(0o600)
+    os.chown(dbd, *_ids(root, "slurm"))
     (etc / "gres.conf").write_text(GRES_CONF)
     (etc / "cgroup.conf").write_text(CGROUP_CONF)
+
+
+def db_name(root: Path) -> str:
+    return f"slurm_v11_{root.name}" if root.name.isidentifier() else "slurm_v11"
+
+
+def db_password(root: Path) -> str:
+    """Made once per root, kept in it (mode 600): slurmdbd's MariaDB password."""
+    path = root / "etc/slurm/db.password"
+    if not path.exists():
+        path.write_text(secrets.token_hex(16) + "\n")
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def ensure_database(root: Path) -> None:
+    """slurmdbd's database and user in the host's MariaDB (the root reaches it on 127.0.0.1)."""
+    password, name = db_password(root), db_name(root)  # hex and an identifier: safe in SQL
+    sql = f"CREATE DATABASE IF NOT EXISTS {name};" + "".join(
+        f"CREATE USER IF NOT EXISTS '{DB_USER}'@'{host}' IDENTIFIED BY '{password}';"
+        f"ALTER USER '{DB_USER}'@'{host}' IDENTIFIED BY '{password}';"
+        f"GRANT ALL ON {name}.* TO '{DB_USER}'@'{host}';" for host in ("localhost", "127.0.0.1"))
+    proc = subprocess.run(["mariadb", "-uroot", "-h127.0.0.1", "-P3306", "-e", sql], capture_output=True,
+                          text=True, check=False)
+    if proc.returncode != 0:
+        die(f"MariaDB on 127.0.0.1:3306 refused slurmdbd's database: {proc.stderr.strip()} "
+            "(cluster/ctl up starts MariaDB)")
+
+
+def register_accounting(root: Path) -> None:
+    """The cluster, its accounts and users, and the portal's operator, as cluster/ctl does."""
+    wanted = [["add", "cluster", CLUSTER_NAME], ["add", "account", "ops", "description=portal operators"],
+              ["add", "user", "portalop", "account=ops", "adminlevel=Operator"]]
+    for account, users in ACCOUNTS.items():
+        wanted.append(["add", "account", account, f"description={account}"])
+        wanted.append(["add", "user", ",".join(users), f"account={account}"])
+    for args in wanted:
+        out = chroot(root, ["sacctmgr", "-i", *args], check=False)
+        said = (out.stdout + out.stderr).lower()
+        # A second start finds them: 24.11 says "already existing", or "nothing added" for users.
+        if out.returncode != 0 and not any(m in said for m in ("already exist", "nothing new added", "nothing added")):
+            die(f"sacctmgr {' '.join(args)}: {(out.stdout + out.stderr).strip()}")
 
 
 # ---------------------------------------------------------------- start / stop / status
@@ -281,6 +357,10 @@ def launch(root: Path) -> None:
     mount_all(root)
     chroot(root, ["/usr/sbin/munged", "--force"], user="munge")
     wait_for("munged", lambda: munge_ok(root), 15)
+    ensure_database(root)
+    chroot(root, ["/usr/sbin/slurmdbd"])
+    wait_for(f"slurmdbd on {PORTS['slurmdbd']}", lambda: port_open(PORTS["slurmdbd"]), 60)
+    register_accounting(root)
     chroot(root, ["/usr/sbin/slurmctld"])
     wait_for("slurmctld", lambda: ctld_up(root), 60)
     for node in NODES:
@@ -342,6 +422,7 @@ def cmd_env(suite: str) -> None:
     print(f"export SLURM_V11_REST_URL=http://127.0.0.1:{PORTS['slurmrestd']}")
     print(f"export SLURM_V11_ROOT={root}")
     print(f"export SLURM_V11_JWT_KEY={root}/etc/slurm/jwt.key")
+    print(f"export SLURM_V11_CLUSTER={CLUSTER_NAME}")
 
 
 def main(argv: list[str] | None = None) -> None:

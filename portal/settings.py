@@ -327,6 +327,11 @@ SLURM = {
     # Requeue has no REST endpoint in v0.0.38: scontrol runs with the user's JWT under this
     # unprivileged uid, so the token, not the process, decides what Slurm allows.
     "CLI_TOKEN_RUNAS": env_str("SLURM_CLI_TOKEN_RUNAS", "nobody"),
+    # A directory holding the cluster's Slurm release when the host packages another one
+    # (cluster/roots.py: Debian trixie for 24.11, sid for 26.05): the gateway's scontrol,
+    # squeue, sacct and sacctmgr then run in it with chroot, since Slurm's clients must match
+    # the daemons' major version. Empty: the host's own commands.
+    "CLI_ROOT": env_str("SLURM_CLI_ROOT", ""),
 }
 
 # Jobs get CHECKPOINT_DIR=<root>/<team>/<user>/<job uuid> unless they name their own.

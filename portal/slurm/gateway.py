@@ -60,6 +60,7 @@ class _Conf:
     cli_timeout_s: float
     cli_runas: str
     cluster: str
+    cli_root: str
 
 
 def _conf() -> _Conf:
@@ -68,7 +69,7 @@ def _conf() -> _Conf:
                  key_file=s["JWT_KEY_FILE"], lifespan_s=s["TOKEN_LIFESPAN_S"],
                  operator=s["OPERATOR_USER"], slurm_user=s["SLURM_USER"],
                  timeout_s=s["TIMEOUT_S"], cli_timeout_s=s["CLI_TIMEOUT_S"],
-                 cli_runas=s["CLI_TOKEN_RUNAS"], cluster=s["CLUSTER"])
+                 cli_runas=s["CLI_TOKEN_RUNAS"], cluster=s["CLUSTER"], cli_root=s["CLI_ROOT"])
 
 
 def user_token(username: str) -> str:
@@ -142,7 +143,8 @@ def as_operator(method: str, path: str, **kwargs) -> dict | None:
 
 def cli(args: list[str]) -> str:
     """An admin CLI call as the portal's own account."""
-    return run_cli(args, timeout=_conf().cli_timeout_s)
+    conf = _conf()
+    return run_cli(args, timeout=conf.cli_timeout_s, root=conf.cli_root)
 
 
 # ---------------------------------------------------------------- per-user actions
@@ -158,11 +160,24 @@ def submit_job(username: str, spec: JobSpec) -> int:
 
 def cancel_job(username: str, job_id: int) -> None:
     """Cancel as `username`. Cancelling a job that already ended is a no-op."""
+    tokens.check_user_may_act(username, slurm_user=_conf().slurm_user)  # before anything is sent
     try:
-        body = _as_user("DELETE", f"/job/{int(job_id)}", username)
-        rest_api().raise_for_signal_status(body or {})
+        if rest_api().cancels_over_rest:
+            body = _as_user("DELETE", f"/job/{int(job_id)}", username)
+            rest_api().raise_for_signal_status(body or {})
+        else:
+            _as_user_cli(["scancel", str(int(job_id))], username)
     except SlurmAlreadyDone:
         return
+
+
+def _as_user_cli(args: list[str], username: str) -> str:
+    """A Slurm command with the user's JWT under an unprivileged uid: the token, not the
+    process, is who Slurm sees, and Slurm checks ownership."""
+    conf = _conf()
+    token = user_token(username)
+    return run_cli(args, timeout=conf.cli_timeout_s, env={"SLURM_JWT": token}, user=conf.cli_runas,
+                   root=conf.cli_root)
 
 
 def _update_job(username: str, job_id: int, changes: Callable[[RestApi], dict]) -> None:
@@ -182,15 +197,8 @@ def release_job(username: str, job_id: int) -> None:
 
 
 def requeue_job(username: str, job_id: int) -> None:
-    """Requeue as `username`.
-
-    REST v0.0.38 has no requeue, so scontrol runs with the user's JWT under an unprivileged
-    uid: the token, not the process, is who Slurm sees, and Slurm checks ownership.
-    """
-    conf = _conf()
-    token = user_token(username)
-    run_cli(["scontrol", "requeue", str(int(job_id))], timeout=conf.cli_timeout_s,
-            env={"SLURM_JWT": token}, user=conf.cli_runas)
+    """Requeue as `username` (REST v0.0.38 has no requeue: scontrol with the user's JWT)."""
+    _as_user_cli(["scontrol", "requeue", str(int(job_id))], username)
 
 
 # ---------------------------------------------------------------- fleet reads

@@ -120,7 +120,14 @@ def _int(value: str) -> int:
 
 
 def wait_status_exit_code(raw: str) -> int | None:
-    """squeue's exit_code is the raw wait status: 768 is `exit 3`; 9 is SIGKILL, shown as 137 like a shell."""
+    """squeue's exit_code: up to 23.02 the raw wait status (768 is `exit 3`, 9 is SIGKILL), from
+    24.11 on "code:signal" as sacct prints it ("3:0", "0:9"). A signal shows as 128 + its number,
+    like a shell's $?."""
+    code, colon, sig = raw.partition(":")
+    if colon:
+        if not (code.isdigit() and sig.isdigit()):
+            return None
+        return 128 + int(sig) if int(sig) else int(code)
     if not raw.isdigit():
         return None
     status = int(raw)

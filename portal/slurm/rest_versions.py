@@ -71,6 +71,12 @@ def _optional_fields(spec: JobSpec, *, memory: Any) -> dict:
 class RestApi:
     """v0.0.38: Slurm 22.05 and 23.02."""
 
+    # Whether cancel goes through DELETE /job/{id}. On 24.11.5 and 26.05.5 a DELETE that Slurm
+    # refuses (bob cancelling alice's job) left slurmctld unable to answer job reads until it
+    # was restarted (seen three times); that release's scancel, with the user's JWT, refuses
+    # the same cleanly.
+    cancels_over_rest = True
+
     def __init__(self, version: str) -> None:
         self.version = version
         self.prefix = f"/slurm/{version}"
@@ -179,6 +185,8 @@ _JOB_NUMBERS = ("submit_time", "start_time", "end_time", "eligible_time", "time_
 
 class RestApi4x(RestApi):
     """v0.0.40 to v0.0.44: Slurm 23.11 to 26.05."""
+
+    cancels_over_rest = False
 
     def submit_body(self, spec: JobSpec) -> dict:
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", **spec.environment}

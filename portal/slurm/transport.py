@@ -130,24 +130,62 @@ def _dropped(user: str, env: dict[str, str] | None) -> dict:
 
 
 def run_cli(args: list[str], *, timeout: float, env: dict[str, str] | None = None,
-            user: str | None = None) -> str:
+            user: str | None = None, root: str = "") -> str:
     """Run a Slurm command. `user` drops to that uid, its gid and a minimal environment
-    (needs root), for token-authed calls: only `env` (e.g. SLURM_JWT) is passed on."""
-    identity = _dropped(user, env) if user else {"env": {**os.environ, **(env or {})}}
+    (needs root), for token-authed calls: only `env` (e.g. SLURM_JWT) is passed on. `root`, a
+    directory holding the cluster's own Slurm release (cluster/roots.py), runs the command in it
+    with chroot: Slurm's clients must match the daemons' major version."""
+    name = args[0]
+    if root:
+        args, identity = _in_root(root, args, user, env)
+    else:
+        identity = _dropped(user, env) if user else {"env": {**os.environ, **(env or {})}}
     try:
         proc = subprocess.run(args, check=False, capture_output=True, text=True, timeout=timeout,
                               stdin=subprocess.DEVNULL, **identity)
     except FileNotFoundError:
         raise SlurmUnavailable(f"{args[0]} is not installed on this host") from None
     except subprocess.TimeoutExpired:
-        raise SlurmUnavailable(f"{args[0]} did not finish within {timeout:.0f}s") from None
+        raise SlurmUnavailable(f"{name} did not finish within {timeout:.0f}s") from None
     except PermissionError:
         # Dropping to another uid needs root; a portal running unprivileged cannot.
-        raise SlurmUnavailable(f"not allowed to run {args[0]} as {user!r} (the portal is not root)") from None
+        raise SlurmUnavailable(f"not allowed to run {name} as {user!r} (the portal is not root)") from None
+    if root and proc.returncode in (125, 126, 127) and proc.stderr.startswith("chroot:"):
+        raise SlurmUnavailable(f"cannot run {name} in {root}: {proc.stderr.strip()}")
+    return _checked(name, proc)
+
+
+def _in_root(root: str, args: list[str], user: str | None, env: dict[str, str] | None) -> tuple[list[str], dict]:
+    """chroot's command line and environment for `args` inside `root`, as `user` if given.
+
+    The ids come from the root's own passwd (chroot would look names up in the host's files
+    before entering), and the root's clients read its own /etc/slurm, so no SLURM_CONF."""
+    minimal = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C"}
+    if user is None:
+        return ["chroot", root, *args], {"env": {**minimal, **(env or {})}}
+    uid, gid = _ids_in_root(root, user)
+    return (["chroot", f"--userspec={uid}:{gid}", f"--groups={gid}", root, *args],
+            {"env": {**minimal, **(env or {})}})
+
+
+def _ids_in_root(root: str, user: str) -> tuple[int, int]:
+    try:
+        with open(os.path.join(root, "etc/passwd")) as fh:
+            for line in fh:
+                parts = line.split(":")
+                if parts[0] == user and len(parts) > 3:
+                    return int(parts[2]), int(parts[3])
+    except (OSError, ValueError):
+        pass
+    raise SlurmUnavailable(f"no user {user!r} in {root}/etc/passwd to run Slurm commands as")
+
+
+def _checked(name: str, proc: subprocess.CompletedProcess) -> str:
+    """The command's output, or its failure as the gateway's typed errors."""
     if proc.returncode == 0:
         return proc.stdout
-    message = (proc.stderr.strip() or proc.stdout.strip() or f"{args[0]} exited {proc.returncode}")
-    message = message.removeprefix(f"{args[0]}: error: ")
+    message = (proc.stderr.strip() or proc.stdout.strip() or f"{name} exited {proc.returncode}")
+    message = message.removeprefix(f"{name}: error: ")
     if any(hint in message for hint in _UNAVAILABLE_HINTS):
         raise SlurmUnavailable(message)
     if any(hint in message for hint in _NOT_FOUND_HINTS):

@@ -35,6 +35,18 @@ def test_a_failed_job_shows_its_exit_code_and_a_killed_one_its_signal_as_a_shell
     assert never_ran.start_time is None
 
 
+def test_slurm_24_11_exit_codes_read_the_same():
+    # 24.11's squeue prints "code:signal" (recorded from 24.11.5: `exit 3`, `kill -9 $$`, scancel).
+    jobs, _ = parse.jobs_from_tracking_sweep("\n".join([
+        sweep_line(JobID="1", State="FAILED", exit_code="3:0", EndTime="2026-11-21T10:01:00"),
+        sweep_line(JobID="2", State="FAILED", exit_code="0:9", EndTime="2026-11-21T10:01:00"),
+        sweep_line(JobID="3", State="COMPLETED", exit_code="0:0", EndTime="2026-11-21T10:01:00"),
+        sweep_line(JobID="4", State="CANCELLED", exit_code="0:15", EndTime="2026-11-21T10:01:00"),
+        sweep_line(JobID="5", State="FAILED", exit_code="x:1", EndTime="2026-11-21T10:01:00"),
+    ]))
+    assert {job.job_id: job.exit_code for job in jobs} == {1: 3, 2: 137, 3: 0, 4: 143, 5: None}
+
+
 def test_output_paths_are_expanded_so_the_output_viewer_finds_the_file():
     [job], _ = parse.jobs_from_tracking_sweep(sweep_line(JobID="1234"))
     assert job.stdout == "/home/alice/train-1234.out"

@@ -11,8 +11,6 @@ scontrol (a 22.05 client cannot talk to a 24.11 slurmctld).
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -20,32 +18,13 @@ from pathlib import Path
 import pytest
 
 from portal.slurm import gateway, rest_versions
+from portal.slurm.errors import SlurmRejected
+from portal.slurm.transport import run_cli
 from portal.slurm.types import JobSpec
 from tests.conftest import wait_until
+from tests.slurm.other_slurm import CLUSTER, ROOT, needs_other_slurm, other_slurm, scontrol_job  # noqa: F401
 
-URL = os.environ.get("SLURM_V11_REST_URL", "")
-ROOT = os.environ.get("SLURM_V11_ROOT", "")
-KEY = os.environ.get("SLURM_V11_JWT_KEY", f"{ROOT}/etc/slurm/jwt.key")
-
-pytestmark = pytest.mark.skipif(
-    not URL, reason="SLURM_V11_REST_URL is not set: no mini cluster of another Slurm release to test against "
-                    "(python3 cluster/rootcluster.py start; eval \"$(python3 cluster/rootcluster.py env)\")")
-
-
-@pytest.fixture(autouse=True)
-def other_slurm(settings):
-    """The gateway pointed at the mini cluster's slurmrestd and key, asking for its version anew."""
-    assert ROOT and Path(KEY).is_file(), "set SLURM_V11_ROOT (and SLURM_V11_JWT_KEY) with SLURM_V11_REST_URL"
-    settings.SLURM = {**settings.SLURM, "REST_URL": URL, "JWT_KEY_FILE": KEY, "API_VERSION": "auto"}
-    gateway.forget_negotiated_version()
-    yield
-    gateway.forget_negotiated_version()
-
-
-def scontrol_job(job_id: int) -> dict[str, str]:
-    out = subprocess.run(["chroot", ROOT, "scontrol", "show", "job", "-o", str(job_id)],
-                         capture_output=True, text=True, check=True, timeout=30).stdout
-    return {k: v for k, _, v in (item.partition("=") for item in out.split() if "=" in item)}
+pytestmark = [needs_other_slurm, pytest.mark.usefixtures("other_slurm")]
 
 
 def spec(tag: str, **extra) -> JobSpec:
@@ -85,6 +64,31 @@ def test_a_job_submitted_through_the_gateway_runs_as_alice_as_asked_and_cancels(
     wait_until(lambda: scontrol_job(job_id)["JobState"] == "CANCELLED", timeout=30, what="the cancel")
     gateway.cancel_job("alice", job_id)  # a job that already ended: a no-op
     assert gateway.get_job(job_id).state == "CANCELLED"
+
+
+def test_bob_cannot_cancel_alices_job_and_slurm_keeps_answering():
+    # Over REST this refusal once left 24.11's and 26.05's slurmctld unable to answer job reads;
+    # the gateway cancels through that release's scancel with the user's JWT instead.
+    job_id = gateway.submit_job("alice", spec(uuid.uuid4().hex[:8], hold=True))
+    try:
+        with pytest.raises(SlurmRejected, match=r"[Pp]ermission denied"):
+            gateway.cancel_job("bob", job_id)
+        assert scontrol_job(job_id)["JobState"] == "PENDING"
+        assert gateway.get_job(job_id).state == "PENDING"  # REST job reads still answer
+    finally:
+        gateway.cancel_job("alice", job_id)
+    wait_until(lambda: scontrol_job(job_id)["JobState"] == "CANCELLED", timeout=30, what="alice's own cancel")
+
+
+def test_the_cli_half_runs_in_the_root_as_the_roots_own_users():
+    nobody = next(line.split(":") for line in Path(ROOT, "etc/passwd").read_text().splitlines()
+                  if line.startswith("nobody:"))
+    assert run_cli(["id", "-u"], timeout=10, user="nobody", root=ROOT).strip() == nobody[2]
+    # The root's own scontrol, reading the root's slurm.conf: this release, this cluster.
+    out = gateway.cli(["scontrol", "show", "config"])
+    assert f"ClusterName             = {CLUSTER}" in out
+    version = Path(ROOT, ".v11-root-finished").read_text().split()[-1]
+    assert f"SLURM_VERSION           = {version}" in out
 
 
 def test_hold_and_release_as_the_user():

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import pwd
 
+import pytest
+
+from portal.slurm.errors import SlurmUnavailable
 from portal.slurm.transport import run_cli
 
 NOBODY = pwd.getpwnam("nobody")
@@ -33,3 +36,16 @@ def test_without_a_user_the_portals_own_environment_is_kept(monkeypatch):
     # Operator calls (sacctmgr, scontrol as the portal) run as the portal itself, on purpose.
     monkeypatch.setenv("PORTAL_PROBE", "kept")
     assert "PORTAL_PROBE=kept" in run_cli(["env"], timeout=10)
+
+
+def test_a_cli_root_that_is_not_there_is_a_clear_unavailable(tmp_path):
+    missing = tmp_path / "no-root"
+    with pytest.raises(SlurmUnavailable, match=rf"cannot run scontrol in {missing}"):
+        run_cli(["scontrol", "ping"], timeout=10, root=str(missing))
+
+
+def test_a_user_the_cli_root_does_not_know_is_refused_before_anything_runs(tmp_path):
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    with pytest.raises(SlurmUnavailable, match=r"no user 'nobody' in .*/etc/passwd"):
+        run_cli(["scontrol", "requeue", "1"], timeout=10, user="nobody", root=str(tmp_path))
