@@ -20,7 +20,7 @@ help:
 	@echo "make demo   install everything, start cluster + services + portal on http://127.0.0.1:8000"
 	@echo "make test   install everything, start cluster + services, run ruff and pytest"
 	@echo "make stop   stop what demo started (portal, worker, beat, cluster); PostgreSQL and Redis stay up"
-	@echo "make test-versions   the gateway's contract tests against Slurm 24.11 and 26.05 (Debian roots, mini clusters)"
+	@echo "make test-versions   contract + end-to-end tests against Slurm 24.11 and 26.05 (Debian roots, mini clusters)"
 	@echo "make stop-services   stop the project's PostgreSQL and Redis too"
 
 # ---- system packages (Debian 12 or 13), only when something is missing

@@ -58,6 +58,7 @@ from portal.quotas.reconcile import (  # noqa: E402
     apply_plan,
     desired_state,
     plan_changes,
+    read_actual,
     reconcile_teams,
 )
 from portal.slurm import gateway, parse  # noqa: E402
@@ -160,9 +161,9 @@ def make_drift(teams: int, per_team: int, fraction: float, seed: int = 10) -> li
 
 
 # Another admin's sacctmgr writes, while the reconciler runs: the `ops` account's fair share
-# flipped twice a second, and a reader listing associations as a monitoring script would.
+# flipped every EVERY seconds, and a reader listing associations as a monitoring script would.
 OTHER_WRITER = """
-import subprocess, time
+import subprocess, sys, time
 n = 0
 while True:
     n += 1
@@ -170,11 +171,11 @@ while True:
                    capture_output=True)
     subprocess.run(["sacctmgr", "-nP", "show", "assoc", "where", "account=ops", "format=account,user,fairshare"],
                    capture_output=True)
-    time.sleep(0.5)
+    time.sleep(float(sys.argv[1]))
 """
 
 
-def start_load(queued: int) -> subprocess.Popen:
+def start_load(queued: int, every: float) -> subprocess.Popen:
     """Jobs held in the queue (slurmctld re-checks them against every association update it is
     sent) and another admin writing to slurmdbd; the writer is returned for stop_load."""
     for _ in range(queued):
@@ -182,8 +183,10 @@ def start_load(queued: int) -> subprocess.Popen:
                         "--job-name=bench-load", "--output=/dev/null", "--wrap=true"], capture_output=True, check=False)
     held = subprocess.run(["squeue", "-h", "-n", "bench-load", "-o", "%i"], capture_output=True, text=True,
                           check=False).stdout.split()
-    print(f"  load: {len(held)} held jobs in the queue, another admin's sacctmgr write + read every 0.5 s", flush=True)
-    return subprocess.Popen([sys.executable, "-c", OTHER_WRITER], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    print(f"  load: {len(held)} held jobs in the queue, another admin's sacctmgr write + read every {every:g} s",
+          flush=True)
+    return subprocess.Popen([sys.executable, "-c", OTHER_WRITER, str(every)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
 
 
 def stop_load(writer: subprocess.Popen | None) -> None:
@@ -208,7 +211,7 @@ def timed_reconcile(*, batched: bool) -> dict[str, float]:
         t0 = time.monotonic()
         want = desired_state()
         t1 = time.monotonic()
-        actual = gateway.read_accounts_state(describe=want.retired)
+        actual = read_actual(want)
         t2 = time.monotonic()
         plan = plan_changes(want, actual)
         t3 = time.monotonic()
@@ -314,7 +317,9 @@ def report(kind: str, results: list[dict[str, float]]) -> None:
     print("| phase | p50 | p95 | max |\n|---|---|---|---|")
     for phase in ("db", "read", "plan", "apply", "total"):
         print(row(phase, [r[phase] for r in results]))
-    for r in results:
+    for i, r in enumerate(results, 1):
+        phases = ("db", "read", "plan", "apply", "total")
+        print(f"  run {i}: " + ", ".join(f"{phase} {r[phase]:.2f}" for phase in phases))
         print(f"  changes {r['changes']:.0f}, sacctmgr writes {r['writes']:.0f} (reads {r['reads']:.0f}), "
               f"refused {r['failed']:.0f}, left for a second run {r['left']:.0f}, associations read {r['assocs']:.0f}")
 
@@ -329,6 +334,8 @@ def main() -> None:
                         help="write to the local cluster's slurmdbd, not a scratch one (small sizes only)")
     parser.add_argument("--queued", type=int, default=200,
                         help="held jobs in the queue while it runs (with another admin's writes); 0: no load")
+    parser.add_argument("--other-writes-every", type=float, default=2.0, metavar="S",
+                        help="seconds between the other admin's sacctmgr writes (with --queued > 0)")
     parser.add_argument("--plan-only", action="store_true",
                         help="no Slurm writes: time the DB read, parsing and plan on a synthetic Slurm state")
     args = parser.parse_args()
@@ -364,7 +371,7 @@ def measure(args: argparse.Namespace, *, quickack: bool) -> tuple[list, list, li
             scratch_accounting.start()
         print(f"  setup: {seed_slurm(teams):.1f} s to create {teams} accounts and {teams * per_team} associations")
         if args.queued:
-            writer = start_load(args.queued)
+            writer = start_load(args.queued, args.other_writes_every)
         drift = make_drift(teams, per_team, args.drift)
         print(f"  drift: {len(drift)} objects changed by hand per run")
         for run in range(args.runs):

@@ -34,17 +34,20 @@ def test_it_creates_account_members_lead_share_and_caps(capped):
     assert capped.name not in coordinated_by("bob")
 
 
-def test_a_second_run_applies_nothing_and_only_reads_twice(capped, monkeypatch):
+def test_a_second_run_applies_nothing_and_only_reads(capped, monkeypatch):
     reconcile_teams()
     calls = []
     real_cli = gateway.cli
     monkeypatch.setattr(gateway, "cli", lambda args: calls.append(args) or real_cli(args))
     plan = reconcile_teams()
     assert plan.empty
-    # The GPU types only because this policy caps one; the state itself in two reads.
-    assert [args[:5] for args in calls] == [["sacctmgr", "-n", "-P", "show", "tres"],
-                                           ["sacctmgr", "-n", "-P", "show", "associations"],
-                                           ["sacctmgr", "-n", "-P", "show", "user"]]
+    assert all(args[:4] == ["sacctmgr", "-n", "-P", "show"] for args in calls)  # no write at all
+    # The GPU types only because this policy caps one; then the associations, the user list,
+    # and the coordinators (in parallel parts, alice's among them).
+    kinds = sorted(" ".join(args[4:6]) for args in calls)
+    assert kinds[:3] == ["associations cluster=portal", "tres type=gres", "user format=user"]
+    assert set(kinds[3:]) == {"user withcoord"}
+    assert any("alice" in args[7] for args in calls if args[5:6] == ["withcoord"])
 
 
 def test_a_cleared_limit_becomes_no_limit(capped):
@@ -93,6 +96,18 @@ def test_drift_made_by_hand_is_shown_by_a_dry_run_and_repaired(capped):
     assert account_row(capped.name) == {"fairshare": "70", "grptres": {"gres/gpu": "4", "gres/gpu:h100": "6"}}
     assert users_of(capped.name) == {"alice", "bob"}
     assert capped.name not in coordinated_by("bob")
+
+
+def test_a_coordinator_made_by_hand_for_someone_the_portal_does_not_know_is_found_and_removed(capped):
+    # carol is a Slurm user (nlp) with no portal account and no association on this team: the
+    # coordinator read must still cover her (the part of it for users beyond the portal's).
+    reconcile_teams()
+    sacctmgr_write("add", "coordinator", f"account={capped.name}", "names=carol")
+    assert capped.name in coordinated_by("carol")
+    shown = [str(c) for c in reconcile_teams(dry_run=True).changes]
+    assert f"take coordinator rights on {capped.name} from carol (Slurm has coordinator)" in shown
+    reconcile_teams()
+    assert capped.name not in coordinated_by("carol")
 
 
 def test_a_demoted_lead_loses_coordinator_rights(qt_team):
