@@ -58,7 +58,6 @@ from portal.quotas.reconcile import (  # noqa: E402
     apply_plan,
     desired_state,
     plan_changes,
-    read_actual,
     reconcile_teams,
 )
 from portal.slurm import gateway, parse  # noqa: E402
@@ -211,7 +210,7 @@ def timed_reconcile(*, batched: bool) -> dict[str, float]:
         t0 = time.monotonic()
         want = desired_state()
         t1 = time.monotonic()
-        actual = read_actual(want)
+        actual = gateway.read_accounts_state(describe=want.retired)
         t2 = time.monotonic()
         plan = plan_changes(want, actual)
         t3 = time.monotonic()

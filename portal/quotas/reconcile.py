@@ -237,18 +237,11 @@ def _needs_queue(want: Desired, actual: AccountsState) -> bool:
 
 def _plan() -> Plan:
     want = desired_state(gpu_types=_gpu_types_if_capped())
-    actual = read_actual(want)
+    actual = gateway.read_accounts_state(describe=want.retired)
     queue = None
     if _needs_queue(want, actual):
         queue = QueueState(gateway.qos_priorities(), tuple(gateway.pending_jobs_qos()))
     return plan_changes(want, actual, queue)
-
-
-def read_actual(want: Desired):
-    """Slurm's side, told which users the portal knows and which it expects to coordinate
-    (the read is faster when the expensive ones are spread; see the gateway)."""
-    return gateway.read_accounts_state(describe=want.retired, known_users={u for u, _ in want.associations},
-                                       likely_coordinators={u for u, _ in want.coordinators})
 
 
 # ---------------------------------------------------------------- the diff

@@ -18,7 +18,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Collection
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -560,61 +559,21 @@ def _checked_count(value: int, what: str) -> str:
     return str(value)
 
 
-def read_accounts_state(*, describe: Collection[str] = (), known_users: Collection[str] = (),
-                        likely_coordinators: Collection[str] = ()) -> AccountsState:
+def read_accounts_state(*, describe: Collection[str] = ()) -> AccountsState:
     """Every association (with Fairshare and GrpTRES) of this cluster and every user (with the
-    default account and the accounts it coordinates): the reconciler's view of Slurm. A further
-    call reads the descriptions of the accounts in `describe`, when there are any.
-
-    The coordinators are the slow part: slurmdbd 22.05 walks the association tree once per
-    coordinator (`withcoord`, ~9 s for 1,000 coordinators among 10,000 users), so that read is
-    split into parallel calls with the likely coordinators spread evenly, and started at once
-    for the users the portal knows (`known_users`), next to the two plain reads. Users Slurm
-    lists beyond those get one more call, so a coordinator made by hand for anyone is seen."""
+    default account and the accounts it coordinates): the reconciler's view of Slurm, in two
+    calls. A third reads the descriptions of the accounts in `describe`, when there are any."""
     cluster = _conf().cluster
-    # A name sacctmgr could misread is never sent; Slurm cannot hold such a user anyway.
-    known = sorted({u for u in known_users if _NAME_RE.match(u)})
-    with ThreadPoolExecutor(max_workers=2 + ACCOUNT_READ_PARALLEL) as pool:
-        assocs = pool.submit(cli, ["sacctmgr", "-n", "-P", "show", "associations", f"cluster={cluster}",
-                                   "format=account,user,fairshare,grptres,grptresrunmins,qos,defaultqos"])
-        listed = pool.submit(cli, ["sacctmgr", "-n", "-P", "show", "user", "format=user"])
-        chunks = [pool.submit(_users_with_coordinators, part)
-                  for part in _spread(known, set(likely_coordinators), ACCOUNT_READ_PARALLEL)]
-        others = sorted({u for u in (line.strip() for line in listed.result().splitlines()) if _NAME_RE.match(u)}
-                        - set(known))
-        chunks += [pool.submit(_users_with_coordinators, part) for part in _spread(others, set(), 1)]
-        users_text = "".join(chunk.result() for chunk in chunks)
-        assocs_text = assocs.result()
+    assocs = cli(["sacctmgr", "-n", "-P", "show", "associations", f"cluster={cluster}",
+                  "format=account,user,fairshare,grptres,grptresrunmins,qos,defaultqos"])
+    users = cli(["sacctmgr", "-n", "-P", "show", "user", "withcoord", "format=user,defaultaccount,coordinators"])
     descriptions = {}
     if describe:
         names = ",".join(_checked_name(name, "account") for name in sorted(describe))
         descriptions = parse.descriptions_from_sacctmgr(cli(["sacctmgr", "-n", "-P", "show", "account", "where",
                                                              f"name={names}", "format=account,description"]))
-    return AccountsState(associations=tuple(parse.association_limits_from_sacctmgr(assocs_text)),
-                         users=parse.users_from_sacctmgr(users_text), descriptions=descriptions)
-
-
-# Parallel `withcoord` reads; names per call stay well under Linux's 128 KiB for one argument.
-ACCOUNT_READ_PARALLEL = 4
-_NAMES_PER_CALL = 4000
-
-
-def _users_with_coordinators(names: list[str]) -> str:
-    return cli(["sacctmgr", "-n", "-P", "show", "user", "withcoord", "where", f"name={','.join(names)}",
-                "format=user,defaultaccount,coordinators"])
-
-
-def _spread(names: list[str], heavy: set[str], parts: int) -> list[list[str]]:
-    """`names` in about `parts` lists (more when that many names would make an argument too
-    long), the `heavy` ones dealt round-robin first so that every list carries its share."""
-    if not names:
-        return []
-    count = max(parts, -(-len(names) // _NAMES_PER_CALL))
-    lists: list[list[str]] = [[] for _ in range(count)]
-    ordered = [n for n in names if n in heavy] + [n for n in names if n not in heavy]
-    for i, name in enumerate(ordered):
-        lists[i % count].append(name)
-    return [part for part in lists if part]
+    return AccountsState(associations=tuple(parse.association_limits_from_sacctmgr(assocs)),
+                         users=parse.users_from_sacctmgr(users), descriptions=descriptions)
 
 
 def fair_share(accounts: Collection[str] | None = None) -> list[FairShareRow]:
