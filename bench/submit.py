@@ -14,6 +14,11 @@ which SLURM-NOTES measured at about 150 jobs/s. All submit held jobs, so the fig
 submission rather than the cluster starting (and prolog-checking) hundreds of jobs.
 
     .venv/bin/python bench/submit.py [--jobs 300] [--rate 50] [--clients 4]
+    .venv/bin/python bench/submit.py --on host --on trixie   # 22.05 and 24.11 in one run
+
+`--on SUITE` runs the same against cluster/rootcluster.py's mini cluster of that Debian suite
+(started and stopped by the bench): the portal then negotiates that slurmrestd's API version and
+runs its CLI half in the root, and the sbatch baseline runs in the root too.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import PY, ROOT, KeepAliveClient, ensure_database, gunicorn, machine, summary_ms
@@ -101,12 +107,51 @@ def submit_paced(base: str, token: str, jobs: int, rate: float, tag: str) -> tup
     return _submit(base, token, jobs, 32, tag, rate=rate)
 
 
-def sbatch_baseline(jobs: int, tag: str) -> float:
+def sbatch_baseline(jobs: int, tag: str, root: str) -> float:
     started = time.perf_counter()
     for _ in range(jobs):
-        subprocess.run(["runuser", "-u", "alice", "--", "sbatch", "-A", "vision", "-J", f"bench-{tag}", "-o",
-                        "/dev/null", "-t", "5", "--hold", "--wrap", "true"], check=True, capture_output=True)
+        subprocess.run([*as_alice(root), "sbatch", "-A", "vision", "-J", f"bench-{tag}", "-o", "/dev/null", "-t", "5",
+                        "--hold", "--wrap", "true"], check=True, capture_output=True)
     return time.perf_counter() - started
+
+
+def as_alice(root: str) -> list[str]:
+    if not root:
+        return ["runuser", "-u", "alice", "--"]
+    passwd = Path(root, "etc/passwd").read_text().splitlines()
+    uid, gid = next(line.split(":")[2:4] for line in passwd if line.startswith("alice:"))
+    return ["chroot", f"--userspec={uid}:{gid}", f"--groups={gid}", root]
+
+
+def cluster_env(suite: str) -> tuple[dict[str, str], str, str]:
+    """The portal's settings for `suite` ("host": the local cluster), the root, and a version label."""
+    if suite == "host":
+        return {}, "", subprocess.run(["sinfo", "--version"], capture_output=True, text=True,
+                                      check=False).stdout.strip()
+    ctl = [sys.executable, str(ROOT / "cluster/rootcluster.py")]
+    subprocess.run([*ctl, "start", suite], check=True, capture_output=True)
+    lines = subprocess.run([*ctl, "env", suite], check=True, capture_output=True, text=True).stdout.splitlines()
+    found = dict(line.removeprefix("export ").split("=", 1) for line in lines if "=" in line)
+    root = found["SLURM_V11_ROOT"]
+    env = {"SLURM_REST_URL": found["SLURM_V11_REST_URL"], "SLURM_JWT_KEY_FILE": found["SLURM_V11_JWT_KEY"],
+           "SLURM_CLI_ROOT": root, "SLURM_CLUSTER": found["SLURM_V11_CLUSTER"], "SLURM_API_VERSION": "auto"}
+    version = Path(root, ".v11-root-finished").read_text().strip()
+    return env, root, version
+
+
+def measure(env: dict[str, str], token: str, args: argparse.Namespace, root: str) -> dict:
+    tag = uuid.uuid4().hex[:6]
+    try:
+        with gunicorn(env) as base:
+            submit_all(base, token, 20, 4, f"{tag}w")      # warm up every worker
+            paced = submit_paced(base, token, args.jobs, args.rate, f"{tag}p")
+            flat_out = submit_all(base, token, args.jobs, args.clients, tag)
+        base_wall = sbatch_baseline(min(args.jobs, 150), f"{tag}b", root)
+    finally:
+        # One name per scancel: Slurm 22.05 takes "-n a,b" as a single name and cancels nothing.
+        for name in (f"bench-{tag}", f"bench-{tag}w", f"bench-{tag}p", f"bench-{tag}b"):
+            subprocess.run((["chroot", root] if root else []) + ["scancel", "-u", "alice", "-n", name], check=False)
+    return {"paced": paced, "flat_out": flat_out, "sbatch": min(args.jobs, 150) / base_wall}
 
 
 def main() -> None:
@@ -114,29 +159,32 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=300)
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--on", action="append", choices=("host", "trixie", "sid"),
+                        help="which cluster (repeat for several in one run); default: host")
     args = parser.parse_args()
     env = ensure_database(DB)
     token = prepare(env)
-    tag = uuid.uuid4().hex[:6]
     print(f"machine: {machine()}")
-    try:
-        with gunicorn(env) as base:
-            submit_all(base, token, 20, 4, f"{tag}w")      # warm up every worker
-            paced = submit_paced(base, token, args.jobs, args.rate, f"{tag}p")
-            flat_out = submit_all(base, token, args.jobs, args.clients, tag)
-        base_wall = sbatch_baseline(min(args.jobs, 150), f"{tag}b")
-    finally:
-        # One name per scancel: Slurm 22.05 takes "-n a,b" as a single name and cancels nothing.
-        for name in (f"bench-{tag}", f"bench-{tag}w", f"bench-{tag}p", f"bench-{tag}b"):
-            subprocess.run(["scancel", "-u", "alice", "-n", name], check=False)
-    print(f"POST /api/v1/jobs, {args.jobs} jobs per run:")
-    for label, (latencies, failures, wall) in ((f"paced at {args.rate:.0f}/s", paced),
-                                               (f"{args.clients} clients back to back", flat_out)):
-        print(f"  {label}: {args.jobs / wall:.0f} jobs/s  {summary_ms(latencies)}  failures={len(failures)}")
+    for suite in args.on or ["host"]:
+        extra, root, version = cluster_env(suite)
+        try:
+            result = measure({**env, **extra}, token, args, root)
+        finally:
+            if root:
+                subprocess.run([sys.executable, str(ROOT / "cluster/rootcluster.py"), "stop", suite],
+                               capture_output=True, check=False)
+        report(f"{suite} ({version})", result, args)
+    print("  targets: >= 50 jobs/s, p95 <= 150 ms")
+
+
+def report(label: str, result: dict, args: argparse.Namespace) -> None:
+    print(f"{label}: POST /api/v1/jobs, {args.jobs} jobs per run:")
+    for name, (latencies, failures, wall) in ((f"paced at {args.rate:.0f}/s", result["paced"]),
+                                              (f"{args.clients} clients back to back", result["flat_out"])):
+        print(f"  {name}: {args.jobs / wall:.0f} jobs/s  {summary_ms(latencies)}  failures={len(failures)}")
         if failures:
             print(f"    first failure: {failures[0]}")
-    print(f"baseline: sbatch loop as alice: {min(args.jobs, 150) / base_wall:.0f} jobs/s")
-    print("  targets: >= 50 jobs/s, p95 <= 150 ms")
+    print(f"  baseline: sbatch loop as alice: {result['sbatch']:.0f} jobs/s", flush=True)
 
 
 if __name__ == "__main__":
