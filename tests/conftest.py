@@ -19,6 +19,7 @@ from celery.contrib.testing.worker import start_worker
 from portal.infra.cache import CACHE_BREAKER
 from portal.infra.handoff import BROKER_BREAKER
 from portal.jobs import cluster_info, list_cache
+from portal.quotas import coordinators
 from portal.slurm import gateway
 from workers.celery import app
 
@@ -85,6 +86,7 @@ def _fresh_caches():
     its rows are gone; and a test that makes Slurm unreachable must not get yesterday's limits."""
     list_cache.clear()
     cluster_info.forget()
+    coordinators.forget()  # each test's first reconcile reads every coordinator
     # A test that made Redis fail must not leave the next one skipping it.
     CACHE_BREAKER.reset()
     BROKER_BREAKER.reset()

@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.db import connection
 
+from portal.quotas import coordinators
 from portal.quotas.usage import teams_usage
 from portal.slurm import gateway
 from portal.slurm.errors import SlurmRejected
@@ -237,7 +238,7 @@ def _needs_queue(want: Desired, actual: AccountsState) -> bool:
 
 def _plan() -> Plan:
     want = desired_state(gpu_types=_gpu_types_if_capped())
-    actual = gateway.read_accounts_state(describe=want.retired)
+    actual = gateway.read_accounts_state(describe=want.retired, users=coordinators.current_users)
     queue = None
     if _needs_queue(want, actual):
         queue = QueueState(gateway.qos_priorities(), tuple(gateway.pending_jobs_qos()))

@@ -12,6 +12,7 @@ from portal.slurm.types import (
     AccountingRecord,
     Association,
     AssociationLimits,
+    CoordinatorChanges,
     FairShareRow,
     JobDetail,
     JobInfo,
@@ -414,14 +415,57 @@ def pending_qos_from_squeue(text: str) -> list[PendingJobQos]:
 
 
 def users_from_sacctmgr(text: str) -> dict[str, SlurmUser]:
-    """Rows of `sacctmgr -nP show user withcoord format=user,defaultaccount,coordinators`."""
+    """Rows of `sacctmgr -nP show user [withcoord] format=user,defaultaccount[,coordinators]`."""
     result = {}
     for line in text.splitlines():
         parts = line.split("|")
-        if len(parts) >= 3 and parts[0]:
-            coordinates = frozenset(a.strip() for a in parts[2].split(",") if a.strip())
+        if len(parts) >= 2 and parts[0]:
+            coordinates = frozenset(a.strip() for a in parts[2].split(",") if a.strip()) if len(parts) > 2 \
+                else frozenset()
             result[parts[0]] = SlurmUser(name=parts[0], default_account=parts[1], coordinates=coordinates)
     return result
+
+
+_QUOTED = re.compile(r"\b(user|acct|name)\s*=\s*'([^']*)'")
+_QUOTED_IN = re.compile(r"\b(user|acct|name)\s+in\s*\(([^)]*)\)")  # 24.11: name in('a','b')
+# Transactions that never touch a coordinator row (checked on 22.05.8's log: removing users or
+# accounts logs the coordinator rows it drops as "Remove Account Coords" of its own). Rights a
+# coordinator holds over sub-accounts follow the tree, which the caller's full reads cover.
+_NOT_COORD = ("Add Accounts", "Add Associations", "Add Users", "Modify Associations", "Modify Accounts",
+              "Remove Associations",
+              "Add QOS", "Modify QOS", "Remove QOS", "Add Clusters", "Modify Clusters", "Add TRES", "Add WCKeys",
+              "Remove WCKeys", "Modify WCKeys", "Add Federations", "Modify Federations", "Add Reservation",
+              "Modify Reservation", "Remove Reservation", "Add Resources", "Modify Resources")
+
+
+def coordinator_changes(text: str) -> CoordinatorChanges | None:
+    """Rows of `sacctmgr -nP show transaction format=action,where,info` as the coordinator rights
+    they may have changed: "Add Account Coord" names the user and the account; "Remove Account
+    Coords" a user='..' or acct='..' condition (or both); removed or renamed users and removed
+    accounts count too. None for anything else that might
+    touch coordinators, or a row it cannot read: the caller then reads them all."""
+    users: set[str] = set()
+    accounts: set[str] = set()
+    for line in text.splitlines():
+        # `where` may hold "||" itself (acct='a' || acct='b'); `info` never does.
+        action, _, rest = line.partition("|")
+        where, _, info = rest.rpartition("|")
+        if not action or action in _NOT_COORD:
+            continue
+        if action.startswith("Add Account Coord"):
+            users.update(n.strip() for n in where.split(",") if n.strip())
+            accounts.update(n.strip() for n in info.split(",") if n.strip())
+            continue
+        if action.startswith(("Remove Account Coord", "Remove Users", "Modify Users", "Remove Accounts")):
+            found = _QUOTED.findall(where) + [(key, value) for key, values in _QUOTED_IN.findall(where)
+                                              for value in re.findall(r"'([^']*)'", values)]
+            if not found:
+                return None
+            for key, value in found:
+                (accounts if key == "acct" or action == "Remove Accounts" else users).add(value)
+            continue
+        return None
+    return CoordinatorChanges(frozenset(users), frozenset(accounts))
 
 
 def descriptions_from_sacctmgr(text: str) -> dict[str, str]:

@@ -239,6 +239,14 @@ class SlurmUser:
 
 
 @dataclass(frozen=True)
+class CoordinatorChanges:
+    """Users whose coordinator rights may have changed, and accounts whose coordinators may have."""
+
+    users: frozenset[str]
+    accounts: frozenset[str]
+
+
+@dataclass(frozen=True)
 class AccountsState:
     """What sacctmgr holds for the cluster: associations and users in two calls, descriptions
     only of the accounts asked about."""

@@ -152,3 +152,28 @@ def test_rest_node_keeps_state_flags():
     node = parse.node_from_rest({"name": "gpu01", "state": "idle", "state_flags": ["DRAIN"],
                                  "reason": "portal: xid 79", "gres": "gpu:h100:4", "cpus": 32})
     assert node.state == "IDLE" and node.drained and node.gpus == 4
+
+
+def test_coordinator_changes_read_from_slurmdbds_transaction_log():
+    # Recorded from slurmdbd 22.05.8's log (`show transaction format=action,where,info`).
+    text = "\n".join([
+        "Add Associations|id_assoc=13|mod_time=1796134699, acct='qt-fs', user='alice', shares=1",
+        "Modify Associations|(id_assoc=12)|shares=7",
+        "Add Account Coord|carol|nlp",
+        "Remove Account Coords|(user='erin')|",
+        "Remove Account Coords|(user='dave') && (acct='a1' || acct='a2')|",
+        "Remove Associations|id_assoc=332 || id_assoc=331|",
+        "Remove Account Coords|(acct='qt-14d3e6f6')|",
+        "Remove Users|(name='bob')|",
+        "Remove Accounts|name='qt-old'|",
+        "Remove Accounts|name in('v11-a','v11-b')|",   # 24.11.5's form
+    ])
+    changes = parse.coordinator_changes(text)
+    assert changes.users == {"carol", "erin", "dave", "bob"}
+    assert changes.accounts == {"nlp", "a1", "a2", "qt-14d3e6f6", "qt-old", "v11-a", "v11-b"}
+
+
+def test_a_transaction_that_may_touch_coordinators_but_cannot_be_read_asks_for_a_full_read():
+    assert parse.coordinator_changes("Remove Account Coords|(id=7)|") is None
+    assert parse.coordinator_changes("Something New In 26.05|x|y") is None
+    assert parse.coordinator_changes("") == parse.CoordinatorChanges(frozenset(), frozenset())

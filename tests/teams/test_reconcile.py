@@ -34,17 +34,20 @@ def test_it_creates_account_members_lead_share_and_caps(capped):
     assert capped.name not in coordinated_by("bob")
 
 
-def test_a_second_run_applies_nothing_and_only_reads_twice(capped, monkeypatch):
-    reconcile_teams()
+def test_a_second_run_applies_nothing_and_rereads_only_the_coordinators_the_log_names(capped, monkeypatch):
+    reconcile_teams()   # the first run reads every coordinator, and makes alice one
     calls = []
     real_cli = gateway.cli
     monkeypatch.setattr(gateway, "cli", lambda args: calls.append(args) or real_cli(args))
     plan = reconcile_teams()
     assert plan.empty
-    # The GPU types only because this policy caps one; the state itself in two reads.
-    assert [args[:5] for args in calls] == [["sacctmgr", "-n", "-P", "show", "tres"],
-                                           ["sacctmgr", "-n", "-P", "show", "associations"],
-                                           ["sacctmgr", "-n", "-P", "show", "user"]]
+    assert all(args[:4] == ["sacctmgr", "-n", "-P", "show"] for args in calls)  # no write at all
+    # The GPU types only because this policy caps one; the associations; slurmdbd's log since
+    # the last read; the users without coordinators; and the coordinators of only the users the
+    # log names: alice, whom the first run made one (and whoever other tests touched lately).
+    assert [args[4] for args in calls] == ["tres", "associations", "transaction", "user", "user"]
+    assert "withcoord" not in calls[3]
+    assert calls[4][5:7] == ["withcoord", "where"] and "alice" in calls[4][7].removeprefix("name=").split(",")
 
 
 def test_a_cleared_limit_becomes_no_limit(capped):
