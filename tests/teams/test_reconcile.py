@@ -5,8 +5,10 @@ from __future__ import annotations
 from io import StringIO
 
 import pytest
+from django.core.cache import cache
 from django.core.management import call_command
 
+from portal.quotas import coordinators
 from portal.quotas.reconcile import reconcile_teams
 from portal.quotas.services import RECONCILE_TASK
 from portal.slurm import gateway
@@ -48,6 +50,18 @@ def test_a_second_run_applies_nothing_and_rereads_only_the_coordinators_the_log_
     assert [args[4] for args in calls] == ["tres", "associations", "transaction", "user", "user"]
     assert "withcoord" not in calls[3]
     assert calls[4][5:7] == ["withcoord", "where"] and "alice" in calls[4][7].removeprefix("name=").split(",")
+
+
+def test_every_ten_minutes_a_run_reads_every_coordinator_again(capped, monkeypatch):
+    reconcile_teams()
+    kept = cache.get(coordinators._key())
+    cache.set(coordinators._key(), {**kept, "full_at": kept["full_at"] - coordinators.FULL_EVERY_S - 1})
+    calls = []
+    real_cli = gateway.cli
+    monkeypatch.setattr(gateway, "cli", lambda args: calls.append(args) or real_cli(args))
+    assert reconcile_teams().empty
+    assert [args[4:6] for args in calls if args[4] == "user"] == [["user", "withcoord"]]
+    assert "transaction" not in [args[4] for args in calls]
 
 
 def test_a_cleared_limit_becomes_no_limit(capped):
