@@ -31,6 +31,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from common import wait_for
+
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER_ETC = ROOT / "cluster/state/etc"
 HOME = ROOT / "cluster/state/scratch-accounting"
@@ -124,11 +126,8 @@ def _daemon(args: list[str], name: str, ready) -> None:
     proc = subprocess.run([str(SBIN / args[0]), *args[1:]], capture_output=True, text=True, timeout=60, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"bench: {name} did not start: {proc.stderr.strip()} (log: {HOME / 'log'})")
-    deadline = time.monotonic() + 60
-    while not ready():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"bench: {name} not ready after 60 s (log: {HOME / 'log'})")
-        time.sleep(0.3)
+    if wait_for(ready, 60) is None:
+        raise SystemExit(f"bench: {name} not ready after 60 s (log: {HOME / 'log'})")
 
 
 def _sacctmgr(*args: str) -> None:

@@ -35,6 +35,9 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import PY, ROOT, KeepAliveClient, ensure_database, gunicorn, machine, summary_ms
 
+sys.path.insert(0, str(ROOT))
+from portal.slurm.transport import chroot_prefix  # no Django needed
+
 DB = "portal_bench_submit"
 SETUP = """
 from django.contrib.auth import get_user_model
@@ -116,11 +119,7 @@ def sbatch_baseline(jobs: int, tag: str, root: str) -> float:
 
 
 def as_alice(root: str) -> list[str]:
-    if not root:
-        return ["runuser", "-u", "alice", "--"]
-    passwd = Path(root, "etc/passwd").read_text().splitlines()
-    uid, gid = next(line.split(":")[2:4] for line in passwd if line.startswith("alice:"))
-    return ["chroot", f"--userspec={uid}:{gid}", f"--groups={gid}", root]
+    return chroot_prefix(root, "alice") if root else ["runuser", "-u", "alice", "--"]
 
 
 def cluster_env(suite: str) -> tuple[dict[str, str], str, str]:

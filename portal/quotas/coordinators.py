@@ -61,8 +61,7 @@ def current_users() -> dict[str, SlurmUser]:
 
 def _full(started: float) -> dict[str, SlurmUser]:
     users = gateway.read_users(with_coordinators=True)
-    _keep({name: user.coordinates for name, user in users.items() if user.coordinates},
-          full_at=started, read_at=started)
+    _keep({name: user.coordinates for name, user in users.items()}, full_at=started, read_at=started)
     return users
 
 

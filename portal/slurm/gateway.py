@@ -168,10 +168,11 @@ def submit_job(username: str, spec: JobSpec) -> int:
 def cancel_job(username: str, job_id: int) -> None:
     """Cancel as `username`. Cancelling a job that already ended is a no-op."""
     tokens.check_user_may_act(username, slurm_user=_conf().slurm_user)  # before anything is sent
+    api = rest_api()
     try:
-        if rest_api().cancels_over_rest:
+        if api.cancels_over_rest:
             body = _as_user("DELETE", f"/job/{int(job_id)}", username)
-            rest_api().raise_for_signal_status(body or {})
+            api.raise_for_signal_status(body or {})
         else:
             _as_user_cli(["scancel", str(int(job_id))], username)
     except SlurmAlreadyDone:

@@ -137,7 +137,9 @@ def run_cli(args: list[str], *, timeout: float, env: dict[str, str] | None = Non
     with chroot: Slurm's clients must match the daemons' major version."""
     name = args[0]
     if root:
-        args, identity = _in_root(root, args, user, env)
+        # The root's clients read its own /etc/slurm, so no SLURM_CONF.
+        args = [*chroot_prefix(root, user), *args]
+        identity = {"env": {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C", **(env or {})}}
     else:
         identity = _dropped(user, env) if user else {"env": {**os.environ, **(env or {})}}
     try:
@@ -155,17 +157,13 @@ def run_cli(args: list[str], *, timeout: float, env: dict[str, str] | None = Non
     return _checked(name, proc)
 
 
-def _in_root(root: str, args: list[str], user: str | None, env: dict[str, str] | None) -> tuple[list[str], dict]:
-    """chroot's command line and environment for `args` inside `root`, as `user` if given.
-
-    The ids come from the root's own passwd (chroot would look names up in the host's files
-    before entering), and the root's clients read its own /etc/slurm, so no SLURM_CONF."""
-    minimal = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C"}
+def chroot_prefix(root: str, user: str | None = None) -> list[str]:
+    """The start of a command line that runs inside `root`, as `user` if given. The ids come
+    from the root's own passwd: chroot would look names up in the host's files before entering."""
     if user is None:
-        return ["chroot", root, *args], {"env": {**minimal, **(env or {})}}
+        return ["chroot", root]
     uid, gid = _ids_in_root(root, user)
-    return (["chroot", f"--userspec={uid}:{gid}", f"--groups={gid}", root, *args],
-            {"env": {**minimal, **(env or {})}})
+    return ["chroot", f"--userspec={uid}:{gid}", f"--groups={gid}", root]
 
 
 def _ids_in_root(root: str, user: str) -> tuple[int, int]:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from portal.slurm import gateway
+from portal.slurm.transport import chroot_prefix
 
 URL = os.environ.get("SLURM_V11_REST_URL", "")
 ROOT = os.environ.get("SLURM_V11_ROOT", "")
@@ -40,12 +41,7 @@ def other_slurm(settings):
 
 def in_root(*args: str, user: str | None = None, check: bool = True) -> str:
     """A command of the root's own Slurm, as root or as `user` (ids from the root's passwd)."""
-    who = []
-    if user:
-        uid, gid = next((int(p[2]), int(p[3])) for p in
-                        (line.split(":") for line in Path(ROOT, "etc/passwd").read_text().splitlines()) if p[0] == user)
-        who = [f"--userspec={uid}:{gid}", f"--groups={gid}"]
-    proc = subprocess.run(["chroot", *who, ROOT, *args], capture_output=True, text=True, timeout=60, check=False,
+    proc = subprocess.run([*chroot_prefix(ROOT, user), *args], capture_output=True, text=True, timeout=60, check=False,
                           env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C"})
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed in {ROOT}: {proc.stderr.strip()}")
