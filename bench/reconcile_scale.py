@@ -17,6 +17,12 @@ associations and coordinators. Then, RUNS times:
      the batched reconcile with quickack off: what the writes cost without it (Slurm 22.05's
      RPCs then wait ~40 ms per round trip on delayed ACKs). Put back on straight after.
 
+Every run reads the coordinators incrementally (portal/quotas/coordinators.py), as the portal
+does. After the runs: beat's full coordinator read timed twice (it runs off the reconcile path),
+then the drift again with no coordinator copy, reconciled the worker's way (coordinators left
+for the full read; then that read and the next run timed), and once more the command line's way
+(every coordinator read first).
+
 Slurm side: by default a scratch slurmdbd and slurmctld (bench/scratch_accounting.py: the local
 cluster's own config and binaries, cluster `benchacct`, a database of their own), stopped and
 dropped at the end, also on failure or Ctrl-C. With --shared-slurmdbd it writes to the local
@@ -204,14 +210,16 @@ def apply_drift(commands: list[list[str]]) -> float:
     return time.monotonic() - started
 
 
-def timed_reconcile(*, batched: bool) -> dict[str, float]:
+def timed_reconcile(*, batched: bool, wait_for_coordinators: bool = True) -> dict[str, float]:
     calls = Calls()
     gateway.cli = calls
     try:
         t0 = time.monotonic()
         want = desired_state()
         t1 = time.monotonic()
-        actual = gateway.read_accounts_state(describe=want.retired, users=coordinators.current_users)
+        actual = gateway.read_accounts_state(
+            describe=want.retired,
+            users=lambda: coordinators.current_users(wait_for_full_read=wait_for_coordinators))
         t2 = time.monotonic()
         plan = plan_changes(want, actual)
         t3 = time.monotonic()
@@ -369,6 +377,8 @@ def measure(args: argparse.Namespace, *, quickack: bool) -> tuple[list, list, li
     try:
         if not SHARED:
             scratch_accounting.start()
+        # A copy an earlier run kept (same cluster name, a database since dropped) is not this one's.
+        coordinators.forget()
         print(f"  setup: {seed_slurm(teams):.1f} s to create {teams} accounts and {teams * per_team} associations")
         if args.queued:
             writer = start_load(args.queued, args.other_writes_every)
@@ -386,6 +396,7 @@ def measure(args: argparse.Namespace, *, quickack: bool) -> tuple[list, list, li
             if quickack:
                 slow_acks.append(_without_quickack(drift))
                 print(f"    batched with quickack off {slow_acks[-1]['total']:.2f} s", flush=True)
+        background_and_cold(drift)
     except Exception:
         # Before the cleanup, which can take long at full scale: the error must not wait for it.
         traceback.print_exc()
@@ -397,6 +408,37 @@ def measure(args: argparse.Namespace, *, quickack: bool) -> tuple[list, list, li
             set_loopback_quickack(True)
         cleanup(teams, per_team)
     return batched, baseline, slow_acks
+
+
+def background_and_cold(drift: list[list[str]]) -> None:
+    """What the runs above leave out: beat's full coordinator read (refresh_coordinators_task,
+    every 10 min, off the reconcile path), and cold runs (no copy of the coordinators, as after
+    the cache was lost): the worker's way (coordinators left to a full read it asks for, then
+    the next run) and the command line's (it reads them all first)."""
+    # The bench runs the full read itself; nothing may go to a worker of the local cluster.
+    coordinators.hand_off = lambda *_: True
+    for i in range(2):
+        print(f"  beat's full coordinator read {i + 1}: {timed_refresh()}", flush=True)
+    apply_drift(drift)
+    coordinators.forget()
+    show_cold("cold run, the worker's way (coordinators left for the full read)", timed_reconcile(
+        batched=True, wait_for_coordinators=False))
+    print(f"    then the full read it asked for: {timed_refresh()}", flush=True)
+    show_cold("    then the next run (the coordinator changes)", timed_reconcile(batched=True))
+    apply_drift(drift)
+    coordinators.forget()
+    show_cold("cold run, the command line's way (reads every coordinator first)", timed_reconcile(batched=True))
+
+
+def timed_refresh() -> str:
+    started = time.monotonic()
+    result = coordinators.refresh()
+    return f"{time.monotonic() - started:.2f} s ({result['users']} users, {result['missed']} the copy had wrong)"
+
+
+def show_cold(label: str, run: dict[str, float]) -> None:
+    print(f"  {label}: {run['total']:.2f} s (read {run['read']:.2f} s, apply {run['apply']:.2f} s, "
+          f"{run['changes']} changes in {run['writes']} writes, left for a second run {run['left']})", flush=True)
 
 
 def _without_quickack(drift: list[list[str]]) -> dict[str, float]:

@@ -284,6 +284,13 @@ CELERY_BEAT_SCHEDULE = {
         "task": "workers.tasks.teams.reconcile_teams_task",
         "schedule": env_float("PORTAL_TEAM_RECONCILE_SECONDS", 30.0),
     },
+    # The reconciler's copy of Slurm's coordinators (portal/quotas/coordinators.py), read whole
+    # here so that no reconcile run waits ~10 s for it; runs keep the copy current from
+    # slurmdbd's transaction log. A run reads it whole itself only when this stopped for an hour.
+    "refresh-coordinators": {
+        "task": "workers.tasks.teams.refresh_coordinators_task",
+        "schedule": env_float("PORTAL_COORDINATOR_REFRESH_SECONDS", 600.0),
+    },
     # GPU-hour rollup (portal/quotas/rollup.py): finished jobs folded into per-day sums. Usage
     # never waits for it (team_usage adds jobs that ended after its cursor live); it keeps the
     # team page's query small. Two indexed queries when nothing changed.

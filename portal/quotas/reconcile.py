@@ -127,6 +127,9 @@ class Plan:
     # removal's none of them.
     keep_associations: frozenset[tuple[str, str]] = frozenset()
     keep_coordinators: frozenset[tuple[str, str]] = frozenset()
+    # False when this run could not read coordinators (portal/quotas/coordinators.py): it plans
+    # no coordinator change, and a later run does.
+    coordinators_known: bool = True
     # Accounts whose kept pre-switch QOS list is spent once this plan is applied (back in budget).
     spent_qos_lists: frozenset[str] = frozenset()
 
@@ -236,9 +239,10 @@ def _needs_queue(want: Desired, actual: AccountsState) -> bool:
                                 if not a.user and a.account in want.budgets)
 
 
-def _plan() -> Plan:
+def _plan(*, wait_for_coordinators: bool = True, ask_worker: bool = True) -> Plan:
     want = desired_state(gpu_types=_gpu_types_if_capped())
-    actual = gateway.read_accounts_state(describe=want.retired, users=coordinators.current_users)
+    actual = gateway.read_accounts_state(describe=want.retired, users=lambda: coordinators.current_users(
+        wait_for_full_read=wait_for_coordinators, ask_worker=ask_worker))
     queue = None
     if _needs_queue(want, actual):
         queue = QueueState(gateway.qos_priorities(), tuple(gateway.pending_jobs_qos()))
@@ -337,11 +341,13 @@ def _member_changes(want: Desired, actual: AccountsState) -> tuple[list[Change],
     have_assocs = {(a.user, a.account) for a in actual.associations if a.user and a.account in want.teams}
     have_coords = {(user.name, account) for user in actual.users.values() for account in user.coordinates
                    if account in want.teams}
+    # Coordinators not read this run: none added or removed (a later run does it).
+    want_coords = want.coordinators if actual.coordinators_known else have_coords
     additions = ([Change("add_association", a, u) for u, a in sorted(want.associations - have_assocs)]
-                 + [Change("add_coordinator", a, u) for u, a in sorted(want.coordinators - have_coords)])
+                 + [Change("add_coordinator", a, u) for u, a in sorted(want_coords - have_coords)])
     # A demoted lead, or a coordinator someone added by hand, loses the rights.
     removals = ([Change("remove_coordinator", a, u, was="coordinator")
-                 for u, a in sorted(have_coords - want.coordinators)]
+                 for u, a in sorted(have_coords - want_coords)]
                 + [Change("remove_association", a, u, was="an association")
                    for u, a in sorted(have_assocs - want.associations)])
     return additions, removals
@@ -418,6 +424,7 @@ def plan_changes(want: Desired, actual: AccountsState, queue: QueueState | None 
                 + _default_changes(want, actual, lost, gained)
                 + removals + [Change("remove_account", name) for name in retired] + moves,
                 keep_associations=want.associations, keep_coordinators=want.coordinators,
+                coordinators_known=actual.coordinators_known,
                 spent_qos_lists=frozenset(a for a in want.saved_qos if want.budgets.get(a, "") != "soft"))
 
 
@@ -545,6 +552,7 @@ def _apply_each(plan: Plan, changes: list[Change]) -> None:
             plan.failed.append((change, exc.message))
             continue
         _keep_qos_lists(plan, [change])
+        _note_coordinator_writes([change])
         log.info("reconcile: %s", change)
 
 
@@ -560,6 +568,15 @@ def _keep_qos_lists(plan: Plan, applied: list[Change]) -> None:
                 .update(qos_before_budget={"qos": list(qos), "default": default})
         elif change.account in plan.spent_qos_lists:
             TeamPolicy.objects.filter(team__name=change.account).update(qos_before_budget={})
+
+
+def _note_coordinator_writes(applied: list[Change]) -> None:
+    """Coordinator writes Slurm took, into the coordinator copy (portal/quotas/coordinators.py),
+    so the next run need not re-read those users. A batch's changes are exactly its product."""
+    for action, kind in (("add_coordinator", "add"), ("remove_coordinator", "remove")):
+        mine = [c for c in applied if c.action == action]
+        if mine:
+            coordinators.wrote(kind, {c.user for c in mine}, {c.account for c in mine})
 
 
 def _forget_restored(plan: Plan) -> None:
@@ -586,13 +603,15 @@ def apply_plan(plan: Plan, *, batched: bool = True) -> None:
             _apply_each(plan, batch.changes)
             continue
         _keep_qos_lists(plan, batch.changes)
+        _note_coordinator_writes(batch.changes)
         for change in batch.changes:
             log.info("reconcile: %s", change)
 
 
-def pending_changes() -> list[Change]:
-    """What a run would change now, without waiting for a running one (for pages)."""
-    return _plan().changes
+def pending_changes() -> Plan:
+    """What a run would change now, without waiting for a running one nor for a full
+    coordinator read (for pages: `coordinators_known` says whether coordinators were compared)."""
+    return _plan(wait_for_coordinators=False, ask_worker=False)
 
 
 @contextmanager
@@ -608,12 +627,14 @@ def _one_run_at_a_time() -> Iterator[None]:
             cursor.execute("SELECT pg_advisory_unlock(%s)", [LOCK_KEY])
 
 
-def reconcile_teams(*, dry_run: bool = False, batched: bool = True) -> Plan:
+def reconcile_teams(*, dry_run: bool = False, batched: bool = True, wait_for_coordinators: bool = True) -> Plan:
     """Plan and (unless `dry_run`) apply. A change Slurm refuses (e.g. removing an account with
     running jobs) is logged and kept in `plan.failed`; the rest still go ahead. SlurmUnavailable
-    propagates, so the task retries. `batched=False`: one sacctmgr call per change."""
+    propagates, so the task retries. `batched=False`: one sacctmgr call per change.
+    `wait_for_coordinators=False` (the worker): when every coordinator must be read again
+    (~10 s at 1,000 teams), that read goes to the worker and this run leaves coordinators alone."""
     with _one_run_at_a_time():
-        plan = _plan()
+        plan = _plan(wait_for_coordinators=wait_for_coordinators)
         if not dry_run:
             apply_plan(plan, batched=batched)
         return plan

@@ -30,9 +30,10 @@ class PolicyInvalid(Exception):
         self.errors = errors
 
 
-def sync_teams_to_slurm(*, dry_run: bool = False) -> Plan:
-    """Make Slurm match the teams, members, leads and policies (see portal/quotas/reconcile.py)."""
-    return reconcile_teams(dry_run=dry_run)
+def sync_teams_to_slurm(*, dry_run: bool = False, wait_for_coordinators: bool = True) -> Plan:
+    """Make Slurm match the teams, members, leads and policies (see portal/quotas/reconcile.py).
+    The worker passes wait_for_coordinators=False: no run of its waits for a full coordinator read."""
+    return reconcile_teams(dry_run=dry_run, wait_for_coordinators=wait_for_coordinators)
 
 
 def policy_values(policy: TeamPolicy | None) -> dict[str, Any]:

@@ -47,25 +47,29 @@ def team_list(request: HttpRequest) -> HttpResponse:
     sort = request.GET.get("sort", "use")
     sort = sort if sort in SORTS else "use"
     rows, fair_error = teams_overview(sort)
-    pending, slurm_error = _slurm_differences()
+    pending, slurm_error, coordinators_read = _slurm_differences()
     for row in rows:
         row.differences = sum(c.account == row.team.name for c in pending)
     return render(request, "teams/list.html", {"rows": rows, "slurm_error": slurm_error, "fair_error": fair_error,
-                                               "sort": sort, "now": timezone.now()})
+                                               "coordinators_read": coordinators_read, "sort": sort,
+                                               "now": timezone.now()})
 
 
-def _slurm_differences(team: Team | None = None) -> tuple[list[Change], str]:
-    """What the reconciler would change now (for `team`, or all): drift made by hand shows here."""
+def _slurm_differences(team: Team | None = None) -> tuple[list[Change], str, bool]:
+    """What the reconciler would change now (for `team`, or all): drift made by hand shows here.
+    The flag is False while the coordinators are being read again (their drift is not shown)."""
     try:
-        return [c for c in pending_changes() if team is None or c.account == team.name], ""
+        plan = pending_changes()
     except SlurmError as exc:
-        return [], slurm_error_text(exc)
+        return [], slurm_error_text(exc), True
+    return [c for c in plan.changes if team is None or c.account == team.name], "", plan.coordinators_known
 
 
 def _page(request: HttpRequest, team: Team, form: TeamPolicyForm, status: int = 200) -> HttpResponse:
-    differences, slurm_error = _slurm_differences(team)
+    differences, slurm_error, coordinators_read = _slurm_differences(team)
     context = {"team": team, "form": form, "policy": team_policy(team), "differences": differences,
-               "slurm_error": slurm_error, "changes": PolicyChange.objects.filter(team=team)[:AUDIT_ROWS]}
+               "slurm_error": slurm_error, "coordinators_read": coordinators_read,
+               "changes": PolicyChange.objects.filter(team=team)[:AUDIT_ROWS]}
     return render(request, "teams/policy.html", context, status=status)
 
 

@@ -33,7 +33,7 @@ from portal.slurm.types import (
     AccountingRecord,
     AccountsState,
     Association,
-    CoordinatorChanges,
+    CoordinatorChange,
     FairShareRow,
     JobDetail,
     JobInfo,
@@ -568,23 +568,27 @@ def _checked_count(value: int, what: str) -> str:
 
 
 def read_accounts_state(*, describe: Collection[str] = (),
-                        users: Callable[[], dict[str, SlurmUser]] | None = None) -> AccountsState:
+                        users: Callable[[], dict[str, SlurmUser] | None] | None = None) -> AccountsState:
     """Every association (with Fairshare and GrpTRES) of this cluster and every user (with the
     default account and the accounts it coordinates): the reconciler's view of Slurm. `users`
     may supply the users another way (portal/quotas/coordinators.py reads the coordinators
-    incrementally); by default one `withcoord` call reads them all. A further call reads the
+    incrementally), or return None: the users are then read without coordinators and the
+    state says so. By default one `withcoord` call reads them all. A further call reads the
     descriptions of the accounts in `describe`, when there are any."""
     cluster = _conf().cluster
     assocs = cli(["sacctmgr", "-n", "-P", "show", "associations", f"cluster={cluster}",
                   "format=account,user,fairshare,grptres,grptresrunmins,qos,defaultqos"])
     people = users() if users is not None else read_users(with_coordinators=True)
+    known = people is not None
+    if people is None:
+        people = read_users(with_coordinators=False)
     descriptions = {}
     if describe:
         names = ",".join(_checked_name(name, "account") for name in sorted(describe))
         descriptions = parse.descriptions_from_sacctmgr(cli(["sacctmgr", "-n", "-P", "show", "account", "where",
                                                              f"name={names}", "format=account,description"]))
     return AccountsState(associations=tuple(parse.association_limits_from_sacctmgr(assocs)),
-                         users=people, descriptions=descriptions)
+                         users=people, descriptions=descriptions, coordinators_known=known)
 
 
 def read_users(*, with_coordinators: bool, names: Collection[str] | None = None) -> dict[str, SlurmUser]:
@@ -603,7 +607,7 @@ def read_users(*, with_coordinators: bool, names: Collection[str] | None = None)
     return parse.users_from_sacctmgr(cli(args))
 
 
-def coordinator_changes_since(seconds: float) -> CoordinatorChanges | None:
+def coordinator_changes_since(seconds: float) -> list[CoordinatorChange] | None:
     """Who may have gained or lost coordinator rights in the last `seconds`, from slurmdbd's
     transaction log; None when a transaction there cannot be read that way (then read them all).
     "now-N" leaves the time zone out of it: sacctmgr turns it into a moment itself."""

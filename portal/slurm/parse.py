@@ -12,7 +12,7 @@ from portal.slurm.types import (
     AccountingRecord,
     Association,
     AssociationLimits,
-    CoordinatorChanges,
+    CoordinatorChange,
     FairShareRow,
     JobDetail,
     JobInfo,
@@ -438,14 +438,13 @@ _NOT_COORD = ("Add Accounts", "Add Associations", "Add Users", "Modify Associati
               "Modify Reservation", "Remove Reservation", "Add Resources", "Modify Resources")
 
 
-def coordinator_changes(text: str) -> CoordinatorChanges | None:
+def coordinator_changes(text: str) -> list[CoordinatorChange] | None:
     """Rows of `sacctmgr -nP show transaction format=action,where,info` as the coordinator rights
-    they may have changed: "Add Account Coord" names the user and the account; "Remove Account
-    Coords" a user='..' or acct='..' condition (or both); removed or renamed users and removed
-    accounts count too. None for anything else that might
+    they may have changed, one CoordinatorChange per row that may have: "Add Account Coord" names
+    the user and the account; "Remove Account Coords" a user='..' or acct='..' condition (or both);
+    removed or modified users and removed accounts count too. None for anything else that might
     touch coordinators, or a row it cannot read: the caller then reads them all."""
-    users: set[str] = set()
-    accounts: set[str] = set()
+    changes = []
     for line in text.splitlines():
         # `where` may hold "||" itself (acct='a' || acct='b'); `info` never does.
         action, _, rest = line.partition("|")
@@ -453,19 +452,33 @@ def coordinator_changes(text: str) -> CoordinatorChanges | None:
         if not action or action in _NOT_COORD:
             continue
         if action.startswith("Add Account Coord"):
-            users.update(n.strip() for n in where.split(",") if n.strip())
-            accounts.update(n.strip() for n in info.split(",") if n.strip())
+            changes.append(CoordinatorChange("add", _listed(where), _listed(info)))
             continue
-        if action.startswith(("Remove Account Coord", "Remove Users", "Modify Users", "Remove Accounts")):
-            found = _QUOTED.findall(where) + [(key, value) for key, values in _QUOTED_IN.findall(where)
-                                              for value in re.findall(r"'([^']*)'", values)]
-            if not found:
-                return None
-            for key, value in found:
-                (accounts if key == "acct" or action == "Remove Accounts" else users).add(value)
-            continue
-        return None
-    return CoordinatorChanges(frozenset(users), frozenset(accounts))
+        if not action.startswith(("Remove Account Coord", "Remove Users", "Modify Users", "Remove Accounts")):
+            return None
+        found = _QUOTED.findall(where) + [(key, value) for key, values in _QUOTED_IN.findall(where)
+                                          for value in re.findall(r"'([^']*)'", values)]
+        if not found:
+            return None
+        users = frozenset(v for k, v in found if k != "acct" and action != "Remove Accounts")
+        accounts = frozenset(v for k, v in found if k == "acct" or action == "Remove Accounts")
+        # Only a removal naming both sides is exactly "these users' rights on these accounts".
+        kind = "remove" if action.startswith("Remove Account Coord") and users and accounts else "other"
+        changes.append(CoordinatorChange(kind, users, accounts))
+    return changes
+
+
+def _listed(text: str) -> frozenset[str]:
+    return frozenset(name.strip() for name in text.split(",") if name.strip())
+
+
+def default_partition_from_scontrol(text: str) -> str | None:
+    """The partition `scontrol show partition -o` marks Default=YES (one line per partition)."""
+    for line in text.splitlines():
+        fields = dict(token.split("=", 1) for token in line.split() if "=" in token)
+        if fields.get("Default") == "YES":
+            return fields.get("PartitionName")
+    return None
 
 
 def descriptions_from_sacctmgr(text: str) -> dict[str, str]:

@@ -239,9 +239,14 @@ class SlurmUser:
 
 
 @dataclass(frozen=True)
-class CoordinatorChanges:
-    """Users whose coordinator rights may have changed, and accounts whose coordinators may have."""
+class CoordinatorChange:
+    """One row of slurmdbd's transaction log that may have changed coordinator rights: the users
+    whose rights, and the accounts whose coordinators, it may have changed. `kind` is "add" (one
+    user made coordinator of one account), "remove" (a user='..' && acct='..' condition: the
+    rights of those users on those accounts taken), or "other" (users or accounts removed or
+    modified: anything of theirs may have changed)."""
 
+    kind: str
     users: frozenset[str]
     accounts: frozenset[str]
 
@@ -254,6 +259,9 @@ class AccountsState:
     associations: tuple[AssociationLimits, ...]
     users: dict[str, SlurmUser]
     descriptions: dict[str, str] = field(default_factory=dict)
+    # False when the users were read without the accounts they coordinate (their
+    # `coordinates` are then empty, not "none"): nothing may be decided about coordinators.
+    coordinators_known: bool = True
 
 
 @dataclass(frozen=True)

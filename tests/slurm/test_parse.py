@@ -169,11 +169,19 @@ def test_coordinator_changes_read_from_slurmdbds_transaction_log():
         "Remove Accounts|name in('v11-a','v11-b')|",   # 24.11.5's form
     ])
     changes = parse.coordinator_changes(text)
-    assert changes.users == {"carol", "erin", "dave", "bob"}
-    assert changes.accounts == {"nlp", "a1", "a2", "qt-14d3e6f6", "qt-old", "v11-a", "v11-b"}
+    f = frozenset
+    assert changes == [
+        parse.CoordinatorChange("add", f({"carol"}), f({"nlp"})),
+        parse.CoordinatorChange("other", f({"erin"}), f()),             # every right of erin
+        parse.CoordinatorChange("remove", f({"dave"}), f({"a1", "a2"})),
+        parse.CoordinatorChange("other", f(), f({"qt-14d3e6f6"})),
+        parse.CoordinatorChange("other", f({"bob"}), f()),
+        parse.CoordinatorChange("other", f(), f({"qt-old"})),
+        parse.CoordinatorChange("other", f(), f({"v11-a", "v11-b"})),
+    ]
 
 
 def test_a_transaction_that_may_touch_coordinators_but_cannot_be_read_asks_for_a_full_read():
     assert parse.coordinator_changes("Remove Account Coords|(id=7)|") is None
     assert parse.coordinator_changes("Something New In 26.05|x|y") is None
-    assert parse.coordinator_changes("") == parse.CoordinatorChanges(frozenset(), frozenset())
+    assert parse.coordinator_changes("") == []

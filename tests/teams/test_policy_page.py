@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
+from portal.quotas import coordinators
 from portal.teams.models import PolicyChange, Team, TeamPolicy
 
 pytestmark = pytest.mark.django_db
@@ -84,3 +85,14 @@ def test_the_list_shows_every_team_and_whether_slurm_is_in_step(admin_user, team
 
 def test_an_unknown_team_is_404(admin_user):
     assert logged_in(admin_user).get("/teams/qt-nosuch/policy/").status_code == 404
+
+
+def test_while_coordinators_are_read_again_the_page_says_so_instead_of_hiding_it(admin_user, team, cluster):
+    # Every test starts with no copy of the coordinators: the page does not wait ~10 s (at
+    # 1,000 teams) for a full read (the worker's next run asks for one) and says what it cannot show yet.
+    html = logged_in(admin_user).get(URL).content.decode()
+    assert "coordinator rights are being read again" in html
+    coordinators.refresh()   # what the worker does
+    html = logged_in(admin_user).get(URL).content.decode()
+    assert "coordinator rights are being read again" not in html
+    assert "add account qt-page" in html

@@ -12,7 +12,9 @@ from portal.quotas import coordinators
 from portal.quotas.reconcile import reconcile_teams
 from portal.quotas.services import RECONCILE_TASK
 from portal.slurm import gateway
+from portal.slurm.types import CoordinatorChange
 from portal.teams.models import Membership, RetiredTeam, Team, TeamPolicy
+from tests.conftest import wait_until
 from tests.teams.conftest import (
     account_exists,
     account_row,
@@ -21,7 +23,7 @@ from tests.teams.conftest import (
     sacctmgr_write,
     users_of,
 )
-from workers.tasks.teams import reconcile_teams_task
+from workers.tasks.teams import reconcile_teams_task, refresh_coordinators_task
 
 pytestmark = pytest.mark.django_db
 
@@ -36,32 +38,98 @@ def test_it_creates_account_members_lead_share_and_caps(capped):
     assert capped.name not in coordinated_by("bob")
 
 
-def test_a_second_run_applies_nothing_and_rereads_only_the_coordinators_the_log_names(capped, monkeypatch):
-    reconcile_teams()   # the first run reads every coordinator, and makes alice one
-    calls = []
+def _spy(monkeypatch) -> list[list[str]]:
+    calls: list[list[str]] = []
     real_cli = gateway.cli
     monkeypatch.setattr(gateway, "cli", lambda args: calls.append(args) or real_cli(args))
-    plan = reconcile_teams()
-    assert plan.empty
+    return calls
+
+
+def _reread(calls: list[list[str]]) -> set[str]:
+    """Users whose coordinators a run read again by name."""
+    return {name for args in calls if args[4:7] == ["user", "withcoord", "where"]
+            for name in args[7].removeprefix("name=").split(",")}
+
+
+def test_a_second_run_writes_nothing_and_does_not_reread_the_rights_it_gave_itself(capped, make_user, unique,
+                                                                                   monkeypatch):
+    # A lead no earlier test has named, so no row another test left in the log names them.
+    lead = make_user(f"qtl{unique}")
+    Membership.objects.create(user=lead, team=capped, role=Membership.Role.LEAD)
+    try:
+        reconcile_teams()   # the first run reads every coordinator, and makes alice and the lead ones
+        assert capped.name in coordinated_by(lead.username)
+        calls = _spy(monkeypatch)
+        assert reconcile_teams().empty
+    finally:
+        # Before the team's account goes: Slurm keeps an account that is some user's default.
+        sacctmgr_write("remove", "user", lead.username)
     assert all(args[:4] == ["sacctmgr", "-n", "-P", "show"] for args in calls)  # no write at all
     # The GPU types only because this policy caps one; the associations; slurmdbd's log since
-    # the last read; the users without coordinators; and the coordinators of only the users the
-    # log names: alice, whom the first run made one (and whoever other tests touched lately).
-    assert [args[4] for args in calls] == ["tres", "associations", "transaction", "user", "user"]
+    # the last read; the users without coordinators. The lead's new rights are in the copy
+    # already: the log row they left is known as the reconciler's own, not read again.
+    assert [args[4] for args in calls][:4] == ["tres", "associations", "transaction", "user"]
     assert "withcoord" not in calls[3]
-    assert calls[4][5:7] == ["withcoord", "where"] and "alice" in calls[4][7].removeprefix("name=").split(",")
+    assert lead.username not in _reread(calls)
 
 
-def test_every_ten_minutes_a_run_reads_every_coordinator_again(capped, monkeypatch):
+def test_rights_taken_by_hand_after_the_reconciler_gave_them_are_read_again_and_repaired(capped, monkeypatch):
+    monkeypatch.setattr(coordinators, "MARGIN_S", 0)
+    reconcile_teams()
+    sacctmgr_write("remove", "coordinator", f"account={capped.name}", "names=alice")
+    calls = _spy(monkeypatch)
+    plan = reconcile_teams()
+    assert "alice" in _reread(calls)
+    assert [(c.action, c.user, c.account) for c in plan.changes] == [("add_coordinator", "alice", capped.name)]
+    assert capped.name in coordinated_by("alice")
+
+
+def test_a_log_row_matches_our_own_write_only_when_our_last_write_of_the_pair_was_of_its_kind(capped):
+    reconcile_teams()   # a copy to record writes in
+    row = CoordinatorChange("remove", frozenset({"alice"}), frozenset({capped.name}))
+    coordinators.wrote("remove", ["alice"], [capped.name])
+    assert coordinators._ours(row, cache.get(coordinators._key())["own"])
+    # We gave the rights back since: a removal in the log is then someone else's, to re-read.
+    coordinators.wrote("add", ["alice"], [capped.name])
+    kept = cache.get(coordinators._key())
+    assert not coordinators._ours(row, kept["own"])
+    assert capped.name in kept["coords"]["alice"]
+    # A removal naming no account takes every right of the user: never taken as ours.
+    assert not coordinators._ours(CoordinatorChange("other", frozenset({"alice"}), frozenset()), kept["own"])
+
+
+def test_a_copy_beat_has_not_refreshed_for_an_hour_makes_the_run_read_every_coordinator(capped, monkeypatch):
     reconcile_teams()
     kept = cache.get(coordinators._key())
-    cache.set(coordinators._key(), {**kept, "full_at": kept["full_at"] - coordinators.FULL_EVERY_S - 1})
-    calls = []
-    real_cli = gateway.cli
-    monkeypatch.setattr(gateway, "cli", lambda args: calls.append(args) or real_cli(args))
+    cache.set(coordinators._key(), {**kept, "full_at": kept["full_at"] - coordinators.STALE_AFTER_S - 1})
+    calls = _spy(monkeypatch)
     assert reconcile_teams().empty
     assert [args[4:6] for args in calls if args[4] == "user"] == [["user", "withcoord"]]
     assert "transaction" not in [args[4] for args in calls]
+
+
+def test_the_refresh_task_rereads_every_coordinator_and_reports_what_the_copy_missed(
+        capped, make_user, unique, celery_worker_session):
+    lead = make_user(f"qtl{unique}")   # named in no log row of another test
+    Membership.objects.create(user=lead, team=capped, role=Membership.Role.LEAD)
+    try:
+        reconcile_teams()
+        kept = cache.get(coordinators._key())
+        # What only an edit behind slurmdbd's log could do: the copy loses the lead's rights.
+        coords = {user: accounts for user, accounts in kept["coords"].items() if user != lead.username}
+        cache.set(coordinators._key(), {**kept, "coords": coords})
+        result = refresh_coordinators_task.delay().get(timeout=60)
+    finally:
+        sacctmgr_write("remove", "user", lead.username)
+    assert result["missed"] == 1 and result["users"] >= 3
+    assert capped.name in cache.get(coordinators._key())["coords"][lead.username]
+
+
+def test_a_change_the_log_explains_is_not_reported_as_missed(capped, celery_worker_session):
+    reconcile_teams()
+    sacctmgr_write("remove", "coordinator", f"account={capped.name}", "names=alice")   # by hand, logged
+    assert refresh_coordinators_task.delay().get(timeout=60)["missed"] == 0
+    assert capped.name not in cache.get(coordinators._key())["coords"].get("alice", [])
 
 
 def test_a_cleared_limit_becomes_no_limit(capped):
@@ -197,9 +265,24 @@ def test_beat_runs_the_task_the_api_hands_off(settings):
     assert settings.CELERY_BEAT_SCHEDULE["reconcile-teams"]["task"] == reconcile_teams_task.name == RECONCILE_TASK
 
 
-def test_the_task_reports_what_it_applied(capped):
-    assert reconcile_teams_task.apply().get() == {"applied": 5, "failed": 0}
+def test_a_cold_worker_run_reconciles_all_but_coordinators_and_asks_for_the_full_read(capped,
+                                                                                     celery_worker_session):
+    # No copy of the coordinators (every test starts so): the worker's run does not wait the
+    # ~10 s a full read takes at 1,000 teams; it applies the rest and asks the worker for it.
+    assert reconcile_teams_task.apply().get() == {"applied": 4, "failed": 0}
+    assert account_row(capped.name) == {"fairshare": "70", "grptres": {"gres/gpu": "4", "gres/gpu:h100": "6"}}
+    assert users_of(capped.name) == {"alice", "bob"}
+    assert capped.name not in coordinated_by("alice")
+    wait_until(lambda: cache.get(coordinators._key()), timeout=60, what="the worker's full coordinator read")
+    assert reconcile_teams_task.apply().get() == {"applied": 1, "failed": 0}
+    assert capped.name in coordinated_by("alice")
     assert reconcile_teams_task.apply().get() == {"applied": 0, "failed": 0}
+
+
+def test_the_command_line_waits_for_the_full_read_and_reconciles_everything_at_once(capped):
+    plan = reconcile_teams()   # what `manage.py sync_slurm_accounts` runs
+    assert plan.coordinators_known and ("add_coordinator", "alice") in {(c.action, c.user) for c in plan.changes}
+    assert capped.name in coordinated_by("alice")
 
 
 def test_a_member_leaving_the_team_of_their_default_account_gets_another_default(qt_names, unique, make_user):
