@@ -253,3 +253,48 @@ def set_loopback_quickack(on: bool) -> None:
             del route[at:at + 2]
         subprocess.run(["ip", "route", "change", *route, "table", "local", "quickack", "1" if on else "0"],
                        check=True, capture_output=True)
+
+
+# ---------------------------------------------------------------- which Slurm release
+# `--on host|trixie|sid`: the host's own cluster, or cluster/rootcluster.py's mini cluster of
+# that Debian suite (Slurm 24.11 / 26.05), which the bench starts and stops. The portal then
+# negotiates that slurmrestd's API version and runs its CLI half in the root.
+
+SUITES = ("host", "trixie", "sid")
+
+
+def cluster_env(suite: str, *, start: bool = True) -> tuple[dict[str, str], str, str]:
+    """The portal's settings for `suite` (none for "host"), the root ("" for the host), and
+    the Slurm version it runs. Starts a root's mini cluster unless `start` is False (a no-op
+    when it runs already)."""
+    if suite == "host":
+        return {}, "", subprocess.run(["sinfo", "--version"], capture_output=True, text=True,
+                                      check=False).stdout.strip()
+    ctl = [sys.executable, str(ROOT / "cluster/rootcluster.py")]
+    if start:
+        proc = subprocess.run([*ctl, "start", suite], capture_output=True, text=True, check=False)
+        if proc.returncode:
+            raise SystemExit(f"bench: the {suite} mini cluster did not start: {proc.stdout + proc.stderr}")
+    lines = subprocess.run([*ctl, "env", suite], check=True, capture_output=True, text=True).stdout.splitlines()
+    found = dict(line.removeprefix("export ").split("=", 1) for line in lines if "=" in line)
+    root = found["SLURM_V11_ROOT"]
+    env = {"SLURM_REST_URL": found["SLURM_V11_REST_URL"], "SLURM_JWT_KEY_FILE": found["SLURM_V11_JWT_KEY"],
+           "SLURM_CLI_ROOT": root, "SLURM_CLUSTER": found["SLURM_V11_CLUSTER"], "SLURM_API_VERSION": "auto"}
+    return env, root, Path(root, ".v11-root-finished").read_text().strip()
+
+
+def stop_cluster(suite: str) -> None:
+    if suite != "host":
+        subprocess.run([sys.executable, str(ROOT / "cluster/rootcluster.py"), "stop", suite],
+                       capture_output=True, check=False)
+
+
+def slurm_command(root: str, user: str | None = None) -> list[str]:
+    """The prefix that runs a Slurm command on the cluster of `root` ("" for the host), as `user`
+    (None: root): a root's own clients, since a 22.05 client cannot talk to a 24.11 slurmctld."""
+    if root:
+        sys.path.insert(0, str(ROOT))
+        from portal.slurm.transport import chroot_prefix  # noqa: PLC0415 - no Django needed
+
+        return chroot_prefix(root, user)
+    return ["runuser", "-u", user, "--"] if user else []

@@ -32,6 +32,7 @@ associations in quadratic time, so never do that above ~100 teams.
 
     .venv/bin/python bench/reconcile_scale.py                       # 1,000 teams, 10,000 users
     .venv/bin/python bench/reconcile_scale.py --teams 100 --runs 2  # a quick one
+    .venv/bin/python bench/reconcile_scale.py --on trixie           # Slurm 24.11's slurmdbd
 """
 
 from __future__ import annotations
@@ -49,12 +50,30 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 import scratch_accounting  # noqa: E402
-from common import loopback_quickack, machine, own_database_setup, percentile, set_loopback_quickack  # noqa: E402
+from common import (  # noqa: E402
+    SUITES,
+    cluster_env,
+    loopback_quickack,
+    machine,
+    own_database_setup,
+    percentile,
+    set_loopback_quickack,
+    slurm_command,
+)
 
 # Read before Django loads its settings, which take the cluster's name from the environment.
 SHARED = "--shared-slurmdbd" in sys.argv
-if not SHARED:
+# --on trixie|sid: the slurmdbd of cluster/rootcluster.py's mini cluster of that suite (Slurm
+# 24.11 / 26.05), its accounting database dropped before and after (as the scratch one's is).
+SUITE = sys.argv[sys.argv.index("--on") + 1] if "--on" in sys.argv[:-1] else "host"
+ROOT_DIR = ""
+if SUITE != "host":
+    _extra, ROOT_DIR, RELEASE = cluster_env(SUITE, start=False)   # started on an empty database later
+    os.environ.update(_extra)
+elif not SHARED:
     scratch_accounting.select()
+# Every Slurm command the bench runs itself: the root's own clients there.
+CLI = slurm_command(ROOT_DIR)
 DB = own_database_setup("portal_bench_recon")
 
 from django.contrib.auth import get_user_model  # noqa: E402
@@ -102,7 +121,7 @@ class Calls:
 
 
 def sacctmgr(*args: str, stdin: str | None = None) -> str:
-    proc = subprocess.run(["sacctmgr", "-i", *args], input=stdin, capture_output=True, text=True, check=False)
+    proc = subprocess.run([*CLI, "sacctmgr", "-i", *args], input=stdin, capture_output=True, text=True, check=False)
     return proc.stdout + proc.stderr
 
 
@@ -170,13 +189,13 @@ def make_drift(teams: int, per_team: int, fraction: float, seed: int = 10) -> li
 # flipped every EVERY seconds, and a reader listing associations as a monitoring script would.
 OTHER_WRITER = """
 import subprocess, sys, time
-n = 0
+n, cli = 0, sys.argv[2:]
 while True:
     n += 1
-    subprocess.run(["sacctmgr", "-i", "modify", "account", "where", "name=ops", "set", f"fairshare={1 + n % 2}"],
+    subprocess.run([*cli, "sacctmgr", "-i", "modify", "account", "where", "name=ops", "set", f"fairshare={1 + n % 2}"],
                    capture_output=True)
-    subprocess.run(["sacctmgr", "-nP", "show", "assoc", "where", "account=ops", "format=account,user,fairshare"],
-                   capture_output=True)
+    subprocess.run([*cli, "sacctmgr", "-nP", "show", "assoc", "where", "account=ops",
+                    "format=account,user,fairshare"], capture_output=True)
     time.sleep(float(sys.argv[1]))
 """
 
@@ -185,13 +204,13 @@ def start_load(queued: int, every: float) -> subprocess.Popen:
     """Jobs held in the queue (slurmctld re-checks them against every association update it is
     sent) and another admin writing to slurmdbd; the writer is returned for stop_load."""
     for _ in range(queued):
-        subprocess.run(["sbatch", "--hold", "--account=root", "--partition=gpu", "--gres=gpu:1",
+        subprocess.run([*CLI, "sbatch", "--hold", "--account=root", "--partition=gpu", "--gres=gpu:1",
                         "--job-name=bench-load", "--output=/dev/null", "--wrap=true"], capture_output=True, check=False)
-    held = subprocess.run(["squeue", "-h", "-n", "bench-load", "-o", "%i"], capture_output=True, text=True,
+    held = subprocess.run([*CLI, "squeue", "-h", "-n", "bench-load", "-o", "%i"], capture_output=True, text=True,
                           check=False).stdout.split()
     print(f"  load: {len(held)} held jobs in the queue, another admin's sacctmgr write + read every {every:g} s",
           flush=True)
-    return subprocess.Popen([sys.executable, "-c", OTHER_WRITER, str(every)], stdout=subprocess.DEVNULL,
+    return subprocess.Popen([sys.executable, "-c", OTHER_WRITER, str(every), *CLI], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
 
 
@@ -200,7 +219,7 @@ def stop_load(writer: subprocess.Popen | None) -> None:
         writer.terminate()
         writer.wait(10)
         sacctmgr("modify", "account", "where", "name=ops", "set", "fairshare=1")  # as cluster/ctl made it
-    subprocess.run(["scancel", "-n", "bench-load"], capture_output=True, check=False)
+    subprocess.run([*CLI, "scancel", "-n", "bench-load"], capture_output=True, check=False)
 
 
 def apply_drift(commands: list[list[str]]) -> float:
@@ -299,6 +318,13 @@ def plan_only(teams: int, per_team: int, fraction: float, runs: int) -> None:
 def cleanup(teams: int, per_team: int) -> None:
     # A second Ctrl-C (or one reaching sacctmgr, in the same process group) must not cut it short.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if ROOT_DIR:
+        started = time.monotonic()
+        reset_root_cluster()
+        print(f"cleanup: the {SUITE} mini cluster stopped, its accounting database dropped "
+              f"({time.monotonic() - started:.1f} s; its next start makes it anew)")
+        wipe_database()
+        return
     if not SHARED:
         started = time.monotonic()
         scratch_accounting.stop()
@@ -314,6 +340,19 @@ def cleanup(teams: int, per_team: int) -> None:
     stray = [line for line in left.splitlines() if line.startswith(f"{PREFIX}-") or f"|{PREFIX}u" in line]
     print(f"cleanup: bench accounts and users removed from Slurm ({len(stray)} associations left)")
     wipe_database()
+
+
+def reset_root_cluster() -> None:
+    subprocess.run([sys.executable, str(ROOT / "cluster/rootcluster.py"), "reset", SUITE], check=True,
+                   capture_output=True)
+
+
+def fresh_root_accounting() -> None:
+    """The mini cluster restarted on an empty accounting database (rootcluster registers its
+    accounts again): the bench's 11,000 objects are then removed with one DROP DATABASE."""
+    reset_root_cluster()
+    cluster_env(SUITE)
+    print(f"  {SUITE} mini cluster ({RELEASE}) restarted on an empty accounting database", flush=True)
 
 
 def row(label: str, values: list[float]) -> str:
@@ -338,6 +377,9 @@ def main() -> None:
     parser.add_argument("--users-per-team", type=int, default=10)
     parser.add_argument("--drift", type=float, default=0.01, help="fraction of objects drifted by hand")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--on", choices=SUITES, default="host",
+                        help="host: a scratch slurmdbd of the host's Slurm (default); trixie|sid: the slurmdbd of "
+                             "that suite's mini cluster (24.11 / 26.05), its database dropped before and after")
     parser.add_argument("--shared-slurmdbd", action="store_true",
                         help="write to the local cluster's slurmdbd, not a scratch one (small sizes only)")
     parser.add_argument("--queued", type=int, default=200,
@@ -352,7 +394,8 @@ def main() -> None:
     print(f"reconcile scale: {teams} teams, {teams * per_team} users, drift {args.drift:.1%}; {machine()}")
     print("settings changed by this bench: loopback quickack off for one reconcile per run, where it was on "
           "(bench accounts bsc-*, users bscu*, removed at the end); Slurm: "
-          + ("the local cluster's slurmdbd" if SHARED else "a scratch slurmdbd + slurmctld on the local config"))
+          + (f"the {SUITE} mini cluster ({RELEASE}), its accounting database made anew" if ROOT_DIR else
+             "the local cluster's slurmdbd" if SHARED else "a scratch slurmdbd + slurmctld on the local config"))
     seed_database(teams, per_team)
     if args.plan_only:
         try:
@@ -375,7 +418,9 @@ def measure(args: argparse.Namespace, *, quickack: bool) -> tuple[list, list, li
     print(f"  loopback quickack: {'on (as cluster/ctl up sets it)' if quickack else 'off'}")
     writer = None
     try:
-        if not SHARED:
+        if ROOT_DIR:
+            fresh_root_accounting()
+        elif not SHARED:
             scratch_accounting.start()
         # A copy an earlier run kept (same cluster name, a database since dropped) is not this one's.
         coordinators.forget()

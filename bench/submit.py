@@ -30,13 +30,21 @@ import sys
 import threading
 import time
 import uuid
-from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import PY, ROOT, KeepAliveClient, ensure_database, gunicorn, machine, summary_ms
-
-sys.path.insert(0, str(ROOT))
-from portal.slurm.transport import chroot_prefix  # no Django needed
+from common import (
+    PY,
+    ROOT,
+    SUITES,
+    KeepAliveClient,
+    cluster_env,
+    ensure_database,
+    gunicorn,
+    machine,
+    slurm_command,
+    stop_cluster,
+    summary_ms,
+)
 
 DB = "portal_bench_submit"
 SETUP = """
@@ -113,29 +121,9 @@ def submit_paced(base: str, token: str, jobs: int, rate: float, tag: str) -> tup
 def sbatch_baseline(jobs: int, tag: str, root: str) -> float:
     started = time.perf_counter()
     for _ in range(jobs):
-        subprocess.run([*as_alice(root), "sbatch", "-A", "vision", "-J", f"bench-{tag}", "-o", "/dev/null", "-t", "5",
-                        "--hold", "--wrap", "true"], check=True, capture_output=True)
+        subprocess.run([*slurm_command(root, "alice"), "sbatch", "-A", "vision", "-J", f"bench-{tag}", "-o",
+                        "/dev/null", "-t", "5", "--hold", "--wrap", "true"], check=True, capture_output=True)
     return time.perf_counter() - started
-
-
-def as_alice(root: str) -> list[str]:
-    return chroot_prefix(root, "alice") if root else ["runuser", "-u", "alice", "--"]
-
-
-def cluster_env(suite: str) -> tuple[dict[str, str], str, str]:
-    """The portal's settings for `suite` ("host": the local cluster), the root, and a version label."""
-    if suite == "host":
-        return {}, "", subprocess.run(["sinfo", "--version"], capture_output=True, text=True,
-                                      check=False).stdout.strip()
-    ctl = [sys.executable, str(ROOT / "cluster/rootcluster.py")]
-    subprocess.run([*ctl, "start", suite], check=True, capture_output=True)
-    lines = subprocess.run([*ctl, "env", suite], check=True, capture_output=True, text=True).stdout.splitlines()
-    found = dict(line.removeprefix("export ").split("=", 1) for line in lines if "=" in line)
-    root = found["SLURM_V11_ROOT"]
-    env = {"SLURM_REST_URL": found["SLURM_V11_REST_URL"], "SLURM_JWT_KEY_FILE": found["SLURM_V11_JWT_KEY"],
-           "SLURM_CLI_ROOT": root, "SLURM_CLUSTER": found["SLURM_V11_CLUSTER"], "SLURM_API_VERSION": "auto"}
-    version = Path(root, ".v11-root-finished").read_text().strip()
-    return env, root, version
 
 
 def measure(env: dict[str, str], token: str, args: argparse.Namespace, root: str) -> dict:
@@ -149,7 +137,7 @@ def measure(env: dict[str, str], token: str, args: argparse.Namespace, root: str
     finally:
         # One name per scancel: Slurm 22.05 takes "-n a,b" as a single name and cancels nothing.
         for name in (f"bench-{tag}", f"bench-{tag}w", f"bench-{tag}p", f"bench-{tag}b"):
-            subprocess.run((["chroot", root] if root else []) + ["scancel", "-u", "alice", "-n", name], check=False)
+            subprocess.run([*slurm_command(root), "scancel", "-u", "alice", "-n", name], check=False)
     return {"paced": paced, "flat_out": flat_out, "sbatch": min(args.jobs, 150) / base_wall}
 
 
@@ -158,7 +146,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=300)
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--clients", type=int, default=4)
-    parser.add_argument("--on", action="append", choices=("host", "trixie", "sid"),
+    parser.add_argument("--on", action="append", choices=SUITES,
                         help="which cluster (repeat for several in one run); default: host")
     args = parser.parse_args()
     env = ensure_database(DB)
@@ -169,9 +157,7 @@ def main() -> None:
         try:
             result = measure({**env, **extra}, token, args, root)
         finally:
-            if root:
-                subprocess.run([sys.executable, str(ROOT / "cluster/rootcluster.py"), "stop", suite],
-                               capture_output=True, check=False)
+            stop_cluster(suite)
         report(f"{suite} ({version})", result, args)
     print("  targets: >= 50 jobs/s, p95 <= 150 ms")
 

@@ -9,10 +9,16 @@ and after every timed cycle. In the same run it times the naive alternative, par
 whole queue as JSON. Everything it submitted is cancelled at the end.
 
     .venv/bin/python bench/tracking.py
+    .venv/bin/python bench/tracking.py --on host --on trixie   # 22.05, then 24.11, one after the other
+
+`--on SUITE` runs it against cluster/rootcluster.py's mini cluster of that Debian suite (the
+portal negotiates its slurmrestd's API version and runs its CLI half in the root; the bench's
+own sbatch, scontrol, squeue and sdiag run there too). Several `--on` run one process each.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import pwd
@@ -31,7 +37,24 @@ import django
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
-from common import ensure_database, machine  # noqa: E402
+from common import SUITES, cluster_env, ensure_database, machine, slurm_command, stop_cluster  # noqa: E402
+
+
+def _suites() -> list[str]:
+    """The --on choices, read before Django loads settings (they select the cluster)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--on", action="append", choices=SUITES, help="which cluster (repeatable); default: host")
+    return parser.parse_args().on or ["host"]
+
+
+SUITE_LIST = _suites()
+if len(SUITE_LIST) > 1:   # one process per cluster: each loads its own settings
+    for each in SUITE_LIST:
+        subprocess.run([sys.executable, __file__, "--on", each], check=False)
+    sys.exit(0)
+SUITE = SUITE_LIST[0]
+_EXTRA, CLI_ROOT, SLURM_VERSION = cluster_env(SUITE)
+os.environ.update(_EXTRA)
 
 DB = os.environ.setdefault("PORTAL_DB_NAME", "portal_bench_trk")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
@@ -82,7 +105,8 @@ def reset_rows() -> tuple[object, object]:
 def remove_account() -> None:
     """Best effort: Slurm refuses while it still holds the account's jobs; a rerun reuses it."""
     for args in (["user", "alice", "where", f"account={ACCOUNT}"], ["account", ACCOUNT]):
-        subprocess.run(["sacctmgr", "-i", "remove", *args], capture_output=True, check=False)
+        subprocess.run([*slurm_command(CLI_ROOT), "sacctmgr", "-i", "remove", *args], capture_output=True,
+                       check=False)
 
 
 _COPY_COLUMNS = ("uuid", "slurm_job_id", "name", "partition", "script", "state", "reason", "submit_time",
@@ -116,9 +140,11 @@ def insert_history(owner, team, count: int) -> float:
 
 
 def _sbatch(_: int) -> int:
-    out = subprocess.run(["runuser", "-u", "alice", "--", "sbatch", "--parsable", "--hold", "-A", ACCOUNT,
+    # In a root, chroot starts in its "/"; on the host, alice's home.
+    out = subprocess.run([*slurm_command(CLI_ROOT, "alice"), "sbatch", "--parsable", "--hold", "-A", ACCOUNT,
                           "-J", TAG, "-t", "5", "-o", "/dev/null", "--begin=now+2hours", "--wrap", "true"],
-                         capture_output=True, text=True, check=True, cwd=pwd.getpwnam("alice").pw_dir)
+                         capture_output=True, text=True, check=True,
+                         cwd="/" if CLI_ROOT else pwd.getpwnam("alice").pw_dir)
     return int(out.stdout.strip().split(";")[0])
 
 
@@ -133,7 +159,7 @@ def submit_held(count: int) -> tuple[list[int], float]:
 
 def sdiag() -> dict[str, int]:
     """slurmctld's RPC counters, by message type and (prefixed user:) by user."""
-    text = subprocess.run(["sdiag"], capture_output=True, text=True, check=True).stdout
+    text = subprocess.run([*slurm_command(CLI_ROOT), "sdiag"], capture_output=True, text=True, check=True).stdout
     types_part, _, users_part = text.partition("Remote Procedure Call statistics by user")
     counts = {m[0]: int(m[1]) for m in re.findall(r"^\s+(\w+)\s+\(\s*\d+\)\s+count:(\d+)", types_part, re.M)}
     counts |= {f"user:{m[0]}": int(m[1]) for m in re.findall(r"^\s+(\S+)\s+\(\s*\d+\)\s+count:(\d+)",
@@ -150,8 +176,8 @@ def rpc_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
 
 
 def count_in_queue(state: str, reason: str | None = None) -> int:
-    out = subprocess.run(["squeue", "-h", "-n", TAG, "-t", state, "-o", "%r"], capture_output=True, text=True,
-                         check=True).stdout.split()
+    out = subprocess.run([*slurm_command(CLI_ROOT), "squeue", "-h", "-n", TAG, "-t", state, "-o", "%r"],
+                         capture_output=True, text=True, check=True).stdout.split()
     return sum(1 for r in out if reason is None or r == reason)
 
 
@@ -187,7 +213,12 @@ def _counts(result) -> str:
 def naive_squeue_json() -> Measure:
     before = sdiag()
     children, cpu, wall = os.times(), time.process_time(), time.perf_counter()
-    out = subprocess.run(["squeue", "--json"], capture_output=True, check=True).stdout
+    proc = subprocess.run([*slurm_command(CLI_ROOT), "squeue", "--json"], capture_output=True, check=False)
+    if proc.returncode:   # a root may lack the data_parser plugin squeue --json needs
+        nan = float("nan")
+        return Measure("naive: squeue --json, parsed", "squeue --json", nan, nan, nan, {},
+                       f"failed: {proc.stderr.decode(errors='replace').strip()[:100]}")
+    out = proc.stdout
     jobs = json.loads(out)["jobs"]
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     after = os.times()
@@ -240,11 +271,12 @@ def scenario(ids: list[int]) -> list[Measure]:
     gateway.ping()  # a running worker's HTTP client is warm; build this process's before timing
     tracking.reset_tracker()
     rows = [timed_cycle("adopt the 1,000 sbatch jobs")[0], timed_cycle("repeat at once (nothing to write)")[0]]
-    subprocess.run(["scontrol", "release", ",".join(map(str, ids))], check=True, capture_output=True)
+    subprocess.run([*slurm_command(CLI_ROOT), "scontrol", "release", ",".join(map(str, ids))], check=True,
+                   capture_output=True)
     wait_for(lambda: count_in_queue("PD", "JobHeldUser") == 0, "Slurm to release every job")
     rows.append(timed_cycle("1,000 released (reason changes)")[0])
     rows += [m for m in (quiet_cycle(shipped=True), quiet_cycle(shipped=False)) if m]
-    subprocess.run(["scancel", ",".join(map(str, ids))], check=True, capture_output=True)
+    subprocess.run([*slurm_command(CLI_ROOT), "scancel", ",".join(map(str, ids))], check=True, capture_output=True)
     wait_for(lambda: count_in_queue("PD") == 0, "Slurm to cancel every job")
     rows.append(timed_cycle("1,000 cancelled (state changes)")[0])
     rows.append(accounting_cycle())
@@ -265,8 +297,8 @@ def accounting_cycle() -> Measure:
 # ---------------------------------------------------------------- report
 
 def report(rows: list[Measure], known: int, queued: int) -> None:
-    print(f"\nTracking cycle: {known:,} jobs in PostgreSQL, {CHANGED:,} changed in Slurm, "
-          f"{queued:,} jobs in slurmctld's queue")
+    print(f"\nTracking cycle on {SUITE} ({SLURM_VERSION}, REST {gateway.rest_api().version}): {known:,} jobs in "
+          f"PostgreSQL, {CHANGED:,} changed in Slurm, {queued:,} jobs in slurmctld's queue")
     print(f"Machine: {machine()}\n")
     print(f"{'case':36} {'Slurm calls':14} {'wall ms':>8} {'CPU ms':>7} {'child ms':>8}  slurmctld RPCs / result")
     for r in rows:
@@ -291,8 +323,9 @@ def main() -> None:
         rows = scenario(ids)
         report(rows, Job.objects.count(), len(gateway.sweep_jobs().jobs))
     finally:
-        subprocess.run(["scancel", "-n", TAG], check=False, capture_output=True)
+        subprocess.run([*slurm_command(CLI_ROOT), "scancel", "-n", TAG], check=False, capture_output=True)
         remove_account()
+        stop_cluster(SUITE)
 
 
 if __name__ == "__main__":

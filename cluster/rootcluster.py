@@ -5,6 +5,8 @@
     python3 cluster/rootcluster.py stop   [SUITE]   every process running in the root, then its mounts
     python3 cluster/rootcluster.py status [SUITE]   daemons, mounts, sinfo from the root
     python3 cluster/rootcluster.py env    [SUITE]   shell lines for the contract tests
+    python3 cluster/rootcluster.py reset  [SUITE]   stop, then drop its accounting database and
+                                                    slurmctld's state: the next start is a new cluster
 
 It proves the gateway against a Slurm release the host does not package, next to the host's own
 cluster and without touching it: ports 7817 (slurmctld), 7818-7819 (slurmd), 7820 (slurmrestd),
@@ -25,6 +27,7 @@ import argparse
 import contextlib
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -86,6 +89,7 @@ KillWait=5
 DefMemPerCPU=1024
 NodeName=gpu[01-02] NodeHostname=localhost NodeAddr=127.0.0.1 Port=[{first_slurmd_port}-{last_slurmd_port}] \\
   CPUs=8 RealMemory=16384 Gres=gpu:h100:4 State=UNKNOWN
+PartitionName=debug Nodes=gpu[01-02] MaxTime=01:00:00 State=UP
 PartitionName=gpu Nodes=gpu[01-02] Default=YES MaxTime=2-00:00:00 State=UP
 """
 SLURMDBD_CONF = """\
@@ -425,14 +429,29 @@ def cmd_env(suite: str) -> None:
     print(f"export SLURM_V11_CLUSTER={CLUSTER_NAME}")
 
 
+def cmd_reset(suite: str) -> None:
+    """A new cluster on the next start: benches that write thousands of accounting objects drop
+    them this way (one DROP DATABASE). slurmctld's state goes too: it holds the old database's
+    ClusterID, and slurmctld refuses to start against a database that gave it another one."""
+    root = roots.root_path(suite)
+    cmd_stop(suite)
+    proc = subprocess.run(["mariadb", "-uroot", "-h127.0.0.1", "-P3306", "-e",
+                           f"DROP DATABASE IF EXISTS {db_name(root)}"], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        die(f"MariaDB refused to drop {db_name(root)}: {proc.stderr.strip()}")
+    shutil.rmtree(root / "var/spool/slurmctld", ignore_errors=True)
+    log(f"reset: database {db_name(root)} dropped, slurmctld's state removed; the next start makes them anew")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("command", choices=("start", "stop", "status", "env"))
+    parser.add_argument("command", choices=("start", "stop", "status", "env", "reset"))
     parser.add_argument("suite", nargs="?", default="trixie")
     args = parser.parse_args(argv)
     if args.suite not in roots.SUITES:
         die(f"unknown suite {args.suite!r}: choose one of {', '.join(roots.SUITES)}")
-    {"start": cmd_start, "stop": cmd_stop, "status": cmd_status, "env": cmd_env}[args.command](args.suite)
+    commands = {"start": cmd_start, "stop": cmd_stop, "status": cmd_status, "env": cmd_env, "reset": cmd_reset}
+    commands[args.command](args.suite)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ from django.core.cache import cache
 from portal.slurm import gateway
 from portal.slurm.gres import gpu_count, gpu_types
 
-CACHE_KEY = "cluster-info:v1"
+# Per cluster: portals (or benches) of two clusters on one Redis must not read each other's.
+CACHE_KEY = "cluster-info:v2:{cluster}"
 CACHE_SECONDS = 60
 LOCAL_SECONDS = 5
 _local: dict[str, tuple[float, dict]] = {}   # "copy": (monotonic time fetched, limits)
@@ -56,10 +57,11 @@ def partitions() -> dict[str, PartitionLimits]:
     fetched_at, limits = _local.get("copy", (float("-inf"), {}))
     if now - fetched_at < LOCAL_SECONDS:
         return limits
-    cached = cache.get(CACHE_KEY)
+    key = CACHE_KEY.format(cluster=gateway.cluster_name())
+    cached = cache.get(key)
     if cached is None:
         cached = _build()
-        cache.set(CACHE_KEY, cached, CACHE_SECONDS)
+        cache.set(key, cached, CACHE_SECONDS)
     _local["copy"] = (now, cached)  # one tuple: threads see the old copy or the new one, whole
     return cached
 

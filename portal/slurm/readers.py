@@ -8,6 +8,7 @@ where a matching pyslurm is installed (it must be built against the cluster's Sl
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Protocol
 
 from portal.slurm import parse, rest_versions
@@ -61,7 +62,14 @@ class CliRestReader:
 
     def list_partitions(self) -> list[PartitionInfo]:
         body = self._rest("GET", "/partitions") or {}
-        return [self._api().partition(p) for p in body.get("partitions") or []]
+        api = self._api()
+        parts = [api.partition(p) for p in body.get("partitions") or []]
+        if parts and not api.flags_default_partition:
+            # One scontrol call, and cluster_info caches the result: without it a v0.0.40+
+            # cluster would have no default partition, and the submit form would guess.
+            default = parse.default_partition_from_scontrol(self._cli(["scontrol", "show", "partition", "-o"]))
+            parts = [replace(p, is_default=p.name == default) for p in parts]
+        return parts
 
 
 class PyslurmReader:

@@ -76,6 +76,9 @@ class RestApi:
     # was restarted (seen three times); that release's scancel, with the user's JWT, refuses
     # the same cleanly.
     cancels_over_rest = True
+    # Whether partition_info flags the default partition. v0.0.40+ (checked on 24.11.5 and
+    # 26.05.5) has no such field; the reader then asks scontrol which one it is.
+    flags_default_partition = True
 
     def __init__(self, version: str) -> None:
         self.version = version
@@ -187,6 +190,7 @@ class RestApi4x(RestApi):
     """v0.0.40 to v0.0.44: Slurm 23.11 to 26.05."""
 
     cancels_over_rest = False
+    flags_default_partition = False
 
     def submit_body(self, spec: JobSpec) -> dict:
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", **spec.environment}
@@ -258,8 +262,8 @@ class RestApi4x(RestApi):
             "name": data["name"], "nodes": nodes.get("configured", ""), "total_nodes": nodes.get("total"),
             "state": state, "tres": (data.get("tres") or {}).get("configured", ""),
             "max_time_limit": number(max_time),
-            # partition_info has no Default flag from v0.0.40 on (checked on 24.11): it reads as
-            # not default. cluster_info then has no default partition; see issue 11's notes.
+            # No Default flag from v0.0.40 on: the reader fills it in from scontrol
+            # (flags_default_partition).
             "flags": [],
         }
 

@@ -16,6 +16,7 @@ import pytest
 
 from portal.slurm import parse, rest_versions
 from portal.slurm.errors import SlurmNotFound, SlurmRejected, SlurmUnavailable
+from portal.slurm.readers import CliRestReader
 from portal.slurm.transport import SlurmAlreadyDone, raise_for_errors
 from portal.slurm.types import JobSpec
 
@@ -279,13 +280,32 @@ def test_partitions_read_as_scontrol_shows_them(version, release):
     assert part.total_nodes == int(held["TotalNodes"])
 
 
-@pytest.mark.xfail(strict=True, reason="v0.0.40+ partition_info has no Default flag (checked on 24.11.5 and "
-                                       "26.05.5); the default partition must come from elsewhere")
 @pytest.mark.parametrize(("version", "release"), RECORDED_4X)
-def test_the_default_partition_is_known(version, release):
+def test_the_default_partition_comes_from_scontrol_where_the_api_does_not_flag_it(version, release):
     recorded = load(version, release, "partitions")
-    part = rest_versions.for_version(version).partition(recorded["response"]["partitions"][0])
-    assert part.is_default == (facts(recorded["scontrol_show_partition"])["Default"] == "YES")
+    asked = []
+    reader = CliRestReader(rest=lambda method, path: recorded["response"],
+                           cli=lambda args: asked.append(args) or recorded["scontrol_show_partition"],
+                           api=lambda: rest_versions.for_version(version))
+    (part,) = reader.list_partitions()
+    assert facts(recorded["scontrol_show_partition"])["Default"] == "YES"
+    assert part.is_default
+    assert asked == [["scontrol", "show", "partition", "-o"]]
+
+
+def test_v0_0_38_flags_the_default_partition_itself_and_asks_no_scontrol():
+    asked = []
+    reader = CliRestReader(rest=lambda method, path: {"partitions": [{"name": "gpu", "flags": ["default"]}]},
+                           cli=lambda args: asked.append(args) or "")
+    (part,) = reader.list_partitions()
+    assert part.is_default and asked == []
+
+
+def test_the_default_partition_read_from_scontrols_one_line_form():
+    text = ("PartitionName=debug Default=NO MaxTime=01:00:00 State=UP\n"
+            "PartitionName=gpu AllowGroups=ALL Default=YES QoS=N/A State=UP\n")
+    assert parse.default_partition_from_scontrol(text) == "gpu"
+    assert parse.default_partition_from_scontrol("PartitionName=gpu Default=NO\n") is None
 
 
 def test_numbers_states_and_exit_codes_of_4x():

@@ -112,8 +112,11 @@ def test_nodes_partitions_and_the_change_probe():
     assert set(nodes) == {"gpu01", "gpu02"}
     assert all(n.gres == "gpu:h100:4" and n.cpus == 8 for n in nodes.values())
     assert gateway.slurmd_address("gpu01") == ("127.0.0.1", 7818)
-    (part,) = gateway.list_partitions()
-    assert (part.name, part.nodes, part.state, part.max_time_min) == ("gpu", "gpu[01-02]", "UP", 2880)
+    parts = {p.name: p for p in gateway.list_partitions()}
+    assert [(p.name, p.nodes, p.state, p.max_time_min) for p in parts.values()] == \
+        [("debug", "gpu[01-02]", "UP", 60), ("gpu", "gpu[01-02]", "UP", 2880)]
+    # v0.0.40+ does not flag the default partition; the reader asks scontrol, listed first here.
+    assert {name: p.is_default for name, p in parts.items()} == {"debug": False, "gpu": True}
     assert gateway.jobs_changed_since(0) is True
     if gateway.rest_api().version in ("v0.0.40", "v0.0.41"):
         assert gateway.jobs_changed_since(int(time.time())) is True  # no working probe on 24.11
