@@ -623,10 +623,15 @@ def _final_state(row: _Row, record: AccountingRecord | None, now: datetime) -> s
     """The state to record with sacct's figures, or None to ask sacct again next cycle."""
     if record is None or not _same_run(row, record):
         return None
-    if record.state in FINISHED_STATES:
+    waited = row.state_changed_at is None or row.state_changed_at < now - ACCOUNTING_PATIENCE
+    # slurmdbd can list a job as finished before it holds its request (ReqMem empty, seen in
+    # CI): taken then, the row would be accounted for good without its memory figures. So
+    # wait for it, up to ACCOUNTING_PATIENCE after the row's last change (a cluster whose
+    # jobs really have none is accounted that much later).
+    if record.state in FINISHED_STATES and (record.req_mem_mb or waited):
         return record.state
     settled = row.state in FINISHED_STATES and row.state_changed_at is not None
-    return row.state if settled and row.state_changed_at < now - ACCOUNTING_PATIENCE else None
+    return row.state if settled and waited else None
 
 
 def _same_run(row: _Row, record: AccountingRecord) -> bool:
