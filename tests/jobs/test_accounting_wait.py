@@ -5,7 +5,7 @@ its memory efficiency for good)."""
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.utils import timezone
 
@@ -18,10 +18,11 @@ FILLED = "41|COMPLETED|0:0|4|4||2026-12-01T17:20:00|2026-12-01T17:20:04|00:03.90
 
 
 def _row(state: str, changed_ago: timedelta) -> tracking._Row:
-    now = timezone.now()
-    return tracking._Row(pk=1, slurm_job_id=41, uuid=uuid.uuid4(), submit_time=now - timedelta(hours=1),
+    # Submitted just before the recorded run, so sacct's row is of this job (tracking._same_run).
+    submitted = datetime(2026, 12, 1, 17, 19, 50, tzinfo=UTC)
+    return tracking._Row(pk=1, slurm_job_id=41, uuid=uuid.uuid4(), submit_time=submitted,
                          state=state, reason="", nodes_list="cpu01", start_time=None, end_time=None, exit_code=None,
-                         restart_count=0, state_changed_at=now - changed_ago, owner_id=1, team_id=1,
+                         restart_count=0, state_changed_at=timezone.now() - changed_ago, owner_id=1, team_id=1,
                          pending_action="", pending_action_at=None)
 
 
