@@ -42,6 +42,12 @@ def _seconds(total_cpu: str) -> float:
     return int(days or 0) * 86400 + hours * 3600 + minutes * 60 + seconds
 
 
+def _kib(max_rss: str) -> float:
+    """sacct's MaxRSS in KiB: it prints a whole number of a larger unit that way (3072K is "3M")."""
+    scale = {"K": 1, "M": 1024, "G": 1024 ** 2}
+    return float(max_rss[:-1]) * scale[max_rss[-1]] if max_rss[-1] in scale else float(max_rss) / 1024
+
+
 def _seff(slurm_id: int) -> tuple[str, str]:
     """CPU and memory efficiency as seff computes them, from sacct's own fields ("" if never sampled)."""
     # slurmdbd can lag: wait until it holds the job's own row with its requested memory (a CI
@@ -50,7 +56,7 @@ def _seff(slurm_id: int) -> tuple[str, str]:
                       and memory_mb(found[0]["req_mem"]) and found, timeout=30, what=f"sacct's row of job {slurm_id}")
     job = rows[0]
     cpu = 100 * _seconds(job["total_cpu"]) / int(job["cpu_raw"])
-    rss_kb = max((int(r["max_rss"].removesuffix("K")) for r in rows if r["max_rss"]), default=None)
+    rss_kb = max((_kib(r["max_rss"]) for r in rows if r["max_rss"]), default=None)
     if rss_kb is None:
         return f"{cpu:.2f}%", ""
     return f"{cpu:.2f}%", f"{100 * (rss_kb / 1024) / memory_mb(job['req_mem']):.2f}%"
