@@ -485,15 +485,31 @@ def job_runs(job_ids: list[int], *, since: datetime | None = None) -> dict[int, 
     return parse.runs_from_sacct(out)
 
 
+# sacctmgr's words for "the desired state already holds", lower-cased: 22.05 says "already
+# exists" and "Nothing new added"; 24.11 "Already existing account ..." and "Nothing added".
+_SACCTMGR_NOOPS = ("already exist", "nothing new added", "nothing added", "nothing modified",
+                   "request didn't affect anything")
+
+
+# 24.11 leaves out what a batch names but Slurm lacks, says so and exits 0 ("No account qt-x on
+# cluster portal, skipping."); 22.05 refused the whole call. Either way that part was not done.
+_SACCTMGR_SKIPPED = re.compile(r"^\s*(No \S+ \S+ on cluster \S+, skipping\.?)\s*$", re.MULTILINE)
+
+
 def _sacctmgr(*args: str) -> None:
     try:
-        cli(["sacctmgr", "-i", *args])
+        out = cli(["sacctmgr", "-i", *args])
     except SlurmRejected as exc:
-        # "Already exists" and "nothing to change" mean the desired state holds: success.
-        if "already exist" in exc.message or "Nothing new added" in exc.message \
-                or "Nothing modified" in exc.message:
+        # 24.11 ends a refusal for a missing account with "Nothing added." too: skips first.
+        skipped = _SACCTMGR_SKIPPED.findall(exc.message)
+        if skipped:
+            raise SlurmRejected(" ".join(skipped)) from None
+        if any(words in exc.message.lower() for words in _SACCTMGR_NOOPS):
             return
         raise
+    skipped = _SACCTMGR_SKIPPED.findall(out)
+    if skipped:
+        raise SlurmRejected(" ".join(skipped))
 
 
 def list_associations() -> list[Association]:

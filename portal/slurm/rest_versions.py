@@ -170,6 +170,20 @@ def _base_and_flags(states: Any) -> tuple[str, list[str]]:
     return (states[0], states[1:]) if states else ("", [])
 
 
+# The flags v0.0.38 (and squeue's %T) named instead of the base state, in Slurm's own order
+# (job_state_string): a requeued job still being cleaned up was "COMPLETING" there, while
+# v0.0.40+ lists ["PENDING", "COMPLETING"]. Read as "PENDING", the recovery placed the job
+# too early and Slurm's ~120 s requeue delay, set when the cleanup ends, stood.
+_STATE_FLAGS_FIRST = ("COMPLETING", "STAGE_OUT", "CONFIGURING", "RESIZING", "REQUEUED", "REQUEUE_FED",
+                      "REQUEUE_HOLD", "SPECIAL_EXIT", "STOPPED", "REVOKED", "RESV_DEL_HOLD", "SIGNALING")
+
+
+def job_state_v38(states: Any) -> str:
+    """A v0.0.40+ job_state list as v0.0.38's one word."""
+    base, flags = _base_and_flags(states)
+    return next((flag for flag in _STATE_FLAGS_FIRST if flag in flags), base)
+
+
 def wait_status(exit_code: Any) -> int | None:
     """A v0.0.40+ exit_code object as the raw wait status v0.0.38 gave (signal, or code << 8)."""
     if isinstance(exit_code, int):
@@ -239,8 +253,7 @@ class RestApi4x(RestApi):
         return not (quiet and not body.get("jobs"))
 
     def job_v38(self, data: dict) -> dict:
-        state, _flags = _base_and_flags(data.get("job_state"))
-        out = {**data, "job_state": state}
+        out = {**data, "job_state": job_state_v38(data.get("job_state"))}
         for key in _JOB_NUMBERS:
             if key in data:
                 out[key] = number(data[key])

@@ -56,7 +56,7 @@ def raise_for_errors(errors: list[dict]) -> None:
         return
     first = errors[0]
     errno = _errno(first)
-    message = first.get("description") or first.get("error") or f"Slurm error {errno}"
+    message = _message(first) or f"Slurm error {errno}"
     if errno == ALREADY_DONE_ERRNO:
         raise SlurmAlreadyDone(message)
     if errno in NOT_FOUND_ERRNOS:
@@ -64,6 +64,16 @@ def raise_for_errors(errors: list[dict]) -> None:
     if any(errno in r for r in UNAVAILABLE_RANGES):
         raise SlurmUnavailable(message)
     raise SlurmRejected(message)
+
+
+def _message(error: dict) -> str:
+    """Slurm's words for one error. From v0.0.40 on, `description` says what failed ("Batch job
+    submission failed") and `error` why ("Invalid account or account/partition combination
+    specified"): the user needs both."""
+    why, what = str(error.get("error") or ""), str(error.get("description") or "")
+    if why and what and why not in what:
+        return f"{what}: {why}"
+    return what or why
 
 
 _raise_for_errors = raise_for_errors  # its name before it was shared with rest_versions

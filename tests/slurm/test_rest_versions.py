@@ -319,3 +319,15 @@ def test_numbers_states_and_exit_codes_of_4x():
     signalled = {"return_code": {"set": False}, "signal": {"id": {"set": True, "number": 15}}}
     assert rest_versions.wait_status(signalled) == 15
     assert rest_versions.wait_status({"return_code": {"set": True, "number": 2}}) == 512
+
+
+@pytest.mark.parametrize(("listed", "word"), [
+    (["PENDING", "COMPLETING"], "COMPLETING"),   # requeued, its old run still being cleaned up (24.11)
+    (["RUNNING"], "RUNNING"), (["PENDING", "REQUEUED"], "REQUEUED"), (["COMPLETED"], "COMPLETED"),
+    (["RUNNING", "CONFIGURING"], "CONFIGURING"), ("PENDING", "PENDING"), ([], ""),
+])
+def test_a_4x_job_state_list_reads_as_the_one_word_v0_0_38_and_squeue_give(listed, word):
+    """A job the recovery requeued must not read as PENDING while its old run is still being
+    cleaned up: placing it then is undone when Slurm sets its ~120 s requeue delay at the end."""
+    api = rest_versions.for_version("v0.0.42")
+    assert api.job_v38({"job_id": 1, "job_state": listed})["job_state"] == word

@@ -27,6 +27,16 @@ def test_rejection_carries_slurms_message():
     assert not info.value.retryable
 
 
+def test_a_v0_0_40_rejection_says_what_failed_and_why():
+    # As 24.11's slurmrestd (v0.0.42) answered a submit to an account alice is not in.
+    with pytest.raises(SlurmRejected) as info:
+        _raise_for_errors([{"description": "Batch job submission failed", "error_number": 2045,
+                            "error": "Invalid account or account/partition combination specified",
+                            "source": "slurm_submit_batch_job()"}])
+    assert info.value.message == ("Batch job submission failed: "
+                                  "Invalid account or account/partition combination specified")
+
+
 def test_missing_command_is_unavailable():
     with pytest.raises(SlurmUnavailable, match="not installed"):
         run_cli(["no-such-slurm-command"], timeout=5)
