@@ -20,7 +20,9 @@ help:
 	@echo "make demo   install everything, start cluster + services + portal on http://127.0.0.1:8000"
 	@echo "make test   install everything, start cluster + services, run ruff and pytest"
 	@echo "make stop   stop what demo started (portal, worker, beat, cluster); PostgreSQL and Redis stay up"
-	@echo "make test-versions   contract + end-to-end tests against Slurm 24.11 and 26.05 (Debian roots, mini clusters)"
+	@echo "make test-versions   contract + end-to-end tests against Slurm 24.11 and 26.05 (Debian roots, mini clusters),"
+	@echo "                     then the whole local cluster on 24.11 with the release-sensitive tests"
+	@echo "SLURM=24.11 or 26.05 (make demo, make test): run the local cluster on that release; make stop returns to the host's"
 	@echo "make stop-services   stop the project's PostgreSQL and Redis too"
 
 # ---- system packages (Debian 12 or 13), only when something is missing
@@ -57,8 +59,10 @@ services: deps
 stop-services:
 	@scripts/services.sh stop
 
+# SLURM=24.11 (or 26.05, or 22.05 on a Debian 13 host) runs the local cluster from a Debian root
+# of that release (cluster/release.py); without it, the host's own packages.
 cluster: deps
-	./cluster/ctl up
+	./cluster/ctl up $(if $(SLURM),--slurm $(SLURM))
 
 db: venv assets services
 	@# No statement or lock timeouts (settings' defaults are for web requests): a migration may
@@ -80,7 +84,12 @@ test: setup lint
 # The gateway's contract against Slurm releases this host does not package: each from a Debian
 # root built once and cached (cluster/roots.py: trixie = 24.11, sid = 26.05), run as a two-node
 # mini cluster on ports of its own beside the local cluster (cluster/rootcluster.py).
-OTHER_SLURM_SUITES ?= trixie sid
+OTHER_SLURM_SUITES ?= $(shell python3 cluster/release.py others)
+OTHER_SLURM ?= $(shell python3 cluster/release.py other)
+RELEASE_TESTS ?= tests/cluster/test_release_live.py tests/jobs/test_submit_contract.py \
+	tests/recovery/test_crash_loop.py tests/teams/test_reconcile_batches.py tests/teams/test_budgets.py \
+	tests/slurm_plugins/test_portal_down.py tests/jobs/test_tracking_controls.py tests/api/test_jobs_api.py \
+	tests/jobs/test_views_templates.py
 
 test-versions: setup
 	@for suite in $(OTHER_SLURM_SUITES); do \
@@ -92,6 +101,13 @@ test-versions: setup
 	  python3 cluster/rootcluster.py stop $$suite; \
 	  [ $$rc -eq 0 ] || { echo "contract tests failed on $$suite"; exit $$rc; }; \
 	done
+	@# Then the whole local cluster (ten nodes, the hooks, users' plain commands) on another
+	@# release from its Debian root, with the tests where releases differ most; then back to the
+	@# host's own release, also when they fail.
+	./cluster/ctl up --slurm $(OTHER_SLURM)
+	@$(VENV)/bin/pytest -q -rs $(RELEASE_TESTS); rc=$$?; \
+	  ./cluster/ctl down && ./cluster/ctl up --slurm $$(python3 cluster/release.py host) >/dev/null; \
+	  [ $$rc -eq 0 ] || echo "tests failed on the whole cluster on Slurm $(OTHER_SLURM)"; exit $$rc
 
 demo: setup
 	@scripts/portal.sh start

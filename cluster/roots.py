@@ -26,6 +26,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 DEFAULT_ROOTS = HERE / "state" / "roots"
 SUITES = {"trixie": "24.11", "sid": "26.05"}
+# Only `./cluster/ctl up --slurm 22.05` on a Debian 13 host builds this one; the contract tests'
+# mini cluster (rootcluster.py) speaks only the v0.0.40+ plugin names.
+CLUSTER_ONLY_SUITES = {"bookworm": "22.05"}
 PACKAGES = (
     "slurmctld",
     "slurmd",
@@ -83,10 +86,12 @@ def slurm_version(root: Path) -> str:
     return out.stdout.strip()
 
 
-def build(suite: str) -> Path:
-    if suite not in SUITES:
+def build(suite: str, *, root: Path | None = None, extra: tuple[str, ...] = ()) -> Path:
+    """debootstrap `suite` into `root` (default: its place under the roots directory) once.
+    `extra` packages go in too (the whole local cluster's root needs python3 for the hooks)."""
+    if suite not in SUITES and suite not in CLUSTER_ONLY_SUITES:
         sys.exit(f"unknown suite {suite!r}: choose one of {', '.join(SUITES)}")
-    root = root_path(suite)
+    root = root or root_path(suite)
     if is_finished(root):
         print(f"{suite}: already built at {root}: {slurm_version(root)}")
         return root
@@ -97,12 +102,13 @@ def build(suite: str) -> Path:
         _remove_root(root)
     root.parent.mkdir(parents=True, exist_ok=True)
     mirror = host_mirror()
-    print(f"{suite}: debootstrap from {mirror} into {root} (Slurm {SUITES[suite]} expected)")
+    expected = SUITES.get(suite) or CLUSTER_ONLY_SUITES[suite]
+    print(f"{suite}: debootstrap from {mirror} into {root} (Slurm {expected} expected)")
     started = time.monotonic()
     cmd = [
         "debootstrap",
         "--variant=minbase",
-        f"--include={','.join(PACKAGES)}",
+        f"--include={','.join((*PACKAGES, *extra))}",
         suite,
         str(root),
         mirror,
