@@ -79,6 +79,14 @@ def scontrol_job(job_id: int) -> dict[str, str]:
     return dict(pair.split("=", 1) for pair in re.split(r" +(?=[A-Za-z][\w/:]*=)", out.strip()))
 
 
+def job_tres(held: dict[str, str]) -> dict[str, str]:
+    """The job's TRES from scontrol: 22.05 prints TRES=; 24.11 and later AllocTRES= once the job
+    has started and ReqTRES= (what was asked) before."""
+    alloc = held.get("AllocTRES", "(null)")
+    text = held["TRES"] if "TRES" in held else (held["ReqTRES"] if alloc == "(null)" else alloc)
+    return dict(item.split("=", 1) for item in text.split(",") if "=" in item)
+
+
 def minutes(limit: str) -> int:
     """Slurm's [D-]HH:MM:SS as minutes."""
     days, _, clock = limit.rpartition("-")
@@ -94,12 +102,13 @@ def assert_slurm_holds(job_id: int, asked: Asked, *, user: str = "alice", job: J
     """Compare each field Slurm holds for `job_id` with what was asked; return Slurm's view."""
     held = scontrol_job(job_id)
     gpus = asked.nodes * asked.gpus_per_node
-    tres = dict(item.split("=", 1) for item in held["TRES"].split(","))
+    tres = job_tres(held)
     seen = {
         "nodes": {int(n) for n in held["NumNodes"].split("-")},   # "2-2" while pending: min and max
         "tres_nodes": int(tres["node"]), "tres_gpus": int(tres.get("gres/gpu", 0)),
         "tres_typed_gpus": int(tres.get(f"gres/gpu:{asked.gpu_type}", 0)),
-        "gres_per_node": held["TresPerNode"], "cpus_per_task": int(held["CPUs/Task"]),
+        # 24.11 prints gres/gpu:h100:2 where 22.05 printed gres:gpu:h100:2.
+        "gres_per_node": held["TresPerNode"].replace("gres/", "gres:"), "cpus_per_task": int(held["CPUs/Task"]),
         "mem_mb": megabytes(held["MinMemoryNode"]), "time_limit_min": minutes(held["TimeLimit"]),
         "account": held["Account"], "partition": held["Partition"], "requeue": held["Requeue"] == "1",
         "name": held["JobName"], "user": held["UserId"].split("(")[0], "workdir": held["WorkDir"],

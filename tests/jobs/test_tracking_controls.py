@@ -97,7 +97,10 @@ def test_a_control_slurm_refuses_leaves_no_mark(held_job):
 @pytest.mark.django_db
 def test_a_control_left_without_an_answer_stays_marked_until_slurm_confirms_one(settings, held_job):
     client, job = held_job
-    with override_settings(SLURM={**settings.SLURM, "REST_URL": CLOSED_PORT}):
+    # Slurm out of reach on both roads: slurmrestd (cancel on v0.0.38) and the commands
+    # (scancel with the user's token from v0.0.40 on): a root that does not exist.
+    unreachable = {**settings.SLURM, "REST_URL": CLOSED_PORT, "CLI_ROOT": "/nonexistent-slurm-root"}
+    with override_settings(SLURM=unreachable):
         assert client.post(f"/jobs/{job['id']}/cancel").status_code == 503
     assert client.get(f"/jobs/{job['id']}").json()["pending_action"] == "cancel"  # it may or may not have happened
 

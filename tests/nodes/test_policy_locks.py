@@ -1,11 +1,13 @@
 """The policy holds no database lock while Slurm works: scontrol runs outside any transaction.
 
 scontrol here is the real one, slowed by a wrapper first on PATH that marks when the drain call
-starts, sleeps, then runs /usr/bin/scontrol: the drain happens in the real Slurm. Only gpu08.
+starts, sleeps, then runs the real scontrol: the drain happens in the real Slurm. Only gpu08.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import threading
 import time
 from datetime import timedelta
@@ -32,9 +34,9 @@ def slow_drain(tmp_path, monkeypatch) -> Path:
     wrapper = tmp_path / "bin/scontrol"
     wrapper.parent.mkdir()
     wrapper.write_text(f'#!/bin/sh\ncase "$*" in *state=drain*) touch {started}; sleep {SLOW_S};; esac\n'
-                       'exec /usr/bin/scontrol "$@"\n')
+                       f'exec {shutil.which("scontrol")} "$@"\n')   # the cluster's own release's
     wrapper.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{wrapper.parent}:/usr/bin:/bin")
+    monkeypatch.setenv("PATH", f"{wrapper.parent}:{os.environ['PATH']}")
     return started
 
 

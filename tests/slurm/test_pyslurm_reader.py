@@ -1,11 +1,13 @@
 """Contract tests for the optional pyslurm read path.
 
 PyPI's only current pyslurm (25.11) builds only against Slurm 25.11 headers, and no
-registry reachable here serves Slurm 25.11; the cluster runs Debian's 22.05. Where
+registry reachable here serves Slurm 25.11; the local cluster runs Debian's 22.05, 24.11 or 26.05. Where
 pyslurm cannot be imported these tests skip with exactly that reason.
 """
 
 from __future__ import annotations
+
+import subprocess
 
 import pytest
 
@@ -19,8 +21,17 @@ try:
 except ImportError:
     HAVE_PYSLURM = False
 
+
+def _cluster_release() -> str:
+    out = subprocess.run(["sinfo", "--version"], capture_output=True, text=True, check=False).stdout.split()
+    return out[-1] if out else "unknown"
+
+
 SKIP_REASON = ("pyslurm cannot be imported: PyPI's only current pyslurm (25.11) builds only "
-               "against Slurm 25.11 headers, which no registry here serves (cluster: Slurm 22.05)")
+               f"against Slurm 25.11 headers, which no registry here serves (cluster: Slurm {_cluster_release()})")
+
+
+
 def default_reader() -> CliRestReader:
     return CliRestReader(gateway.as_operator, gateway.cli)
 

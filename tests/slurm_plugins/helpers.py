@@ -6,6 +6,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 from slurm_plugins import emulated
@@ -14,6 +15,8 @@ from tests.conftest import ROOT
 PLUGINS = ROOT / "slurm_plugins"
 CTL = str(ROOT / "cluster/ctl")
 CLUSTER_STATE = ROOT / "cluster/state"
+sys.path.insert(0, str(ROOT / "cluster"))
+import release  # noqa: E402 - a script of cluster/: which Slurm release the local cluster runs
 
 
 def closed_port_url() -> str:
@@ -67,10 +70,12 @@ def break_gpus(gpu_dir: Path, node: str, change) -> None:
 
 def run_hook(hook: str, node: str, conf: Path | None, *args: str, env: dict | None = None,
              timeout: float = 30) -> subprocess.CompletedProcess:
-    """Run slurm_plugins/<hook> as slurmd would: root, a bare environment, SLURMD_NODENAME set."""
+    """Run slurm_plugins/<hook> as slurmd would: root, a bare environment, SLURMD_NODENAME set,
+    and on the node's own system: inside the Debian root when the local cluster runs from one
+    (its scontrol is the daemons' release; the root sees the checkout and /tmp at their paths)."""
     environ = {"SLURMD_NODENAME": node, **({"PORTAL_HEALTH_CONF": str(conf)} if conf else {}), **(env or {})}
-    return subprocess.run([str(PLUGINS / hook), *args], env=environ, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    command = release.saved(CLUSTER_STATE).cmd([str(PLUGINS / hook), *args])
+    return subprocess.run(command, env=environ, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def check_only(node: str, conf: Path | None = None) -> list[dict]:

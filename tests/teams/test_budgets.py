@@ -323,8 +323,10 @@ def test_the_switch_back_restores_the_qos_list_an_admin_had_set_by_hand(hand_set
     use_up_budget(qt_team, bob, gpu_hours_budget=0.01, mode="soft")
     reconcile_teams()
     assert budget_row(name) == {"run_mins": "", "qos": budget_qos, "default_qos": budget_qos}
-    # Drift while over budget does not replace the kept list.
-    sacctmgr_write("modify", "account", "where", f"name={name}", f"cluster={CLUSTER}", "set", "qos=normal")
+    # Drift while over budget does not replace the kept list. (24.11 refuses a QOS list without
+    # the default QOS, so the hand edit moves the default too, as an admin there must.)
+    sacctmgr_write("modify", "account", "where", f"name={name}", f"cluster={CLUSTER}", "set", "qos=normal",
+                   "defaultqos=normal")
     reconcile_teams()
     assert budget_row(name)["qos"] == budget_qos
     held = _sbatch_held(name)

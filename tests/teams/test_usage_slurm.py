@@ -15,6 +15,7 @@ from portal.jobs.models import Job
 from portal.quotas.usage import team_usage
 from portal.slurm import gateway
 from portal.teams.models import UsageDay
+from tests.jobs.test_submit_contract import job_tres
 from tests.jobs.test_tracking import cycle_until, fresh_tracker, sbatch, slurm_jobs  # noqa: F401
 from workers.tasks.teams import fold_usage_task
 
@@ -37,7 +38,7 @@ def slurmctld_gpu_hours(slurm_id: int) -> float:
                          text=True).stdout
     fields = dict(item.split("=", 1) for item in out.split() if "=" in item)
     hours, minutes, seconds = (int(part) for part in fields["RunTime"].split(":"))
-    tres = dict(item.split("=") for item in fields["TRES"].split(",") if "=" in item)
+    tres = job_tres(fields)
     return (hours * 3600 + minutes * 60 + seconds) * int(tres["gres/gpu"]) / 3600
 
 
