@@ -18,12 +18,13 @@ SUBMIT_FAILED = "SUBMIT_FAILED"
 # Slurm 22.05's final states (job_state_string) and the portal's own.
 FINISHED = FINISHED_STATES
 ENDED = FINISHED | {SUBMIT_FAILED}
-# Every non-final state Slurm 22.05 prints. Listed rather than "not ended" so queries on
+# Every non-final state Slurm 22.05 to 26.05 prints. Listed rather than "not ended" so queries on
 # them can use the state index.
 SLURM_ACTIVE = frozenset({
     "PENDING", "RUNNING", "SUSPENDED", "COMPLETING", "CONFIGURING", "STAGE_OUT", "RESIZING",
     "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "STOPPED", "SIGNALING", "RESV_DEL_HOLD",
     "POWER_UP_NODE", "RECONFIG_FAIL", "UPDATE_DB", "LAUNCH_FAILED",
+    "EXPEDITING",  # 26.05: a job being requeued at once, ahead of others (not in 22.05 or 24.11)
 })
 ACTIVE = SLURM_ACTIVE | {UNCONFIRMED}
 SLURM_STATES = SLURM_ACTIVE | FINISHED
@@ -43,7 +44,7 @@ LABELS = {
     "REQUEUE_HOLD": "Requeued and held", "STOPPED": "Stopped", "SIGNALING": "Being signalled",
     "STAGE_OUT": "Staging out", "RESIZING": "Resizing", "RESV_DEL_HOLD": "Held (reservation deleted)",
     "POWER_UP_NODE": "Starting (powering up a node)", "RECONFIG_FAIL": "Reconfiguration failed",
-    "UPDATE_DB": "Being updated", "LAUNCH_FAILED": "Failed to launch",
+    "UPDATE_DB": "Being updated", "LAUNCH_FAILED": "Failed to launch", "EXPEDITING": "Requeued, going first",
     "COMPLETED": "Completed", "FAILED": "Failed", "CANCELLED": "Cancelled", "TIMEOUT": "Timed out",
     "NODE_FAIL": "Node failed", "OUT_OF_MEMORY": "Ran out of memory", "PREEMPTED": "Preempted",
     "BOOT_FAIL": "Node failed to boot", "DEADLINE": "Missed its deadline", "REVOKED": "Revoked",

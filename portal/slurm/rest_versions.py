@@ -175,7 +175,8 @@ def _base_and_flags(states: Any) -> tuple[str, list[str]]:
 # v0.0.40+ lists ["PENDING", "COMPLETING"]. Read as "PENDING", the recovery placed the job
 # too early and Slurm's ~120 s requeue delay, set when the cleanup ends, stood.
 _STATE_FLAGS_FIRST = ("COMPLETING", "STAGE_OUT", "CONFIGURING", "RESIZING", "REQUEUED", "REQUEUE_FED",
-                      "REQUEUE_HOLD", "SPECIAL_EXIT", "STOPPED", "REVOKED", "RESV_DEL_HOLD", "SIGNALING")
+                      "REQUEUE_HOLD", "SPECIAL_EXIT", "STOPPED", "REVOKED", "RESV_DEL_HOLD", "SIGNALING",
+                      "EXPEDITING")
 
 
 def job_state_v38(states: Any) -> str:

@@ -81,7 +81,7 @@ PREPROCESS_SCRIPT = """#!/bin/bash
 # Shards that already exist are skipped, so a requeued job only does what is left.
 set -euo pipefail
 """ + CHECKPOINT_PREAMBLE + """python3 - "$CKPT/shards" "${SLURM_CPUS_PER_TASK:-1}" <<'PY'
-import hashlib, json, os, random, sys, time
+import hashlib, json, multiprocessing, os, random, sys, time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -103,7 +103,9 @@ def make_shard(index):
     os.replace(tmp, path)  # atomic: a half-written shard is never mistaken for a finished one
     return index, "written"
 
-with ProcessPoolExecutor(max_workers=workers) as pool:
+# fork: Python 3.14 starts workers with forkserver by default, which re-reads the main script
+# (here stdin, gone by then) and fails.
+with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
     for index, what in pool.map(make_shard, range(24)):
         print(f"shard {index:04d} {what}", flush=True)
 print(f"done: {len(list(out.glob('shard-*.jsonl')))} shards in {out}", flush=True)
