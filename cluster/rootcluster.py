@@ -36,7 +36,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import roots  # a sibling script, not a package
+import release  # sibling scripts, not a package
+import roots
 
 CLUSTER_NAME = os.environ.get("ROOTCLUSTER_NAME", "v11test")
 PORTS = {"slurmctld": 7817, "gpu01": 7818, "gpu02": 7819, "slurmrestd": 7820, "slurmdbd": 7821}
@@ -173,21 +174,10 @@ def wait_for(what: str, ready, timeout: float) -> None:
 
 # ---------------------------------------------------------------- processes and mounts
 
-def processes_in(root: Path) -> list[int]:
-    """Pids whose root directory is `root`: the daemons this started and their jobs."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            with contextlib.suppress(OSError):
-                if os.readlink(proc / "root") == str(root):
-                    found.append(int(proc.name))
-    return found
-
-
-def mounts_under(root: Path) -> list[str]:
-    with open("/proc/mounts") as fh:
-        points = [line.split()[1] for line in fh]
-    return [p for p in points if p == str(root) or p.startswith(f"{root}/")]
+# Which processes run in a root and what is mounted under it: shared with the whole-cluster
+# roots of cluster/release.py.
+processes_in = release.processes_in
+mounts_under = release.mounts_under
 
 
 def mount_all(root: Path) -> None:
