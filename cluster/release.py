@@ -1,8 +1,6 @@
 #!/usr/bin/env python3
 """Which Slurm release the local cluster runs, and how a release the host does not package runs.
 
-    python3 cluster/release.py host        the host's own Slurm release (e.g. 22.05)
-    python3 cluster/release.py current     the release ./cluster/ctl last started
     python3 cluster/release.py others      the Debian suites the contract tests cover besides the host's
     python3 cluster/release.py other       a release to run the whole local cluster on besides the host's
 
@@ -12,7 +10,7 @@ bookworm: 22.05 on a Debian 13 host). Each daemon runs with chroot into the root
 state stays under cluster/state/ as usual, and so that every path in slurm.conf means the same in
 and out of the root, the root sees these host directories at their own paths (bind mounts):
 the checkout (hooks, config, spool, logs), /home (job output), /srv (checkpoints) and /tmp.
-It reads the host's users: its /etc/passwd and /etc/group are links to the host's files, so a
+It reads the host's users: its /etc/passwd, group, shadow and gshadow are links to the host's files, so a
 user added on the host can run jobs at once.
 
 The roots live outside the checkout, under $CLUSTER_RELEASE_ROOTS (default /var/lib/portal-cluster):
@@ -53,6 +51,10 @@ CLIENTS = ("sinfo", "squeue", "sbatch", "srun", "salloc", "scancel", "scontrol",
            "sshare", "sprio", "sstat", "sreport", "sattach", "sbcast", "scrontab", "sdiag", "strigger")
 WRAPPER_DIR = Path(os.environ.get("CLUSTER_WRAPPER_DIR", "/usr/local/bin"))
 WRAPPER_MARK = "# cluster/ctl: a Slurm client from the local cluster's Debian root"
+# sacctmgr's words for an add that finds its object there already (cluster/ctl and
+# rootcluster.py register the same objects at every start), lower-cased: 22.05 says "already
+# exists" or "Nothing new added", 24.11 "Already existing ..." or "Nothing added".
+SACCTMGR_ALREADY_THERE = ("already exist", "nothing new added", "nothing added")
 WRAPPER = """\
 #!/bin/sh
 {mark}
@@ -183,7 +185,8 @@ def mount(root: Path, checkout: Path, state: Path) -> None:
     wanted = [(root / name, ["mount", *args, str(root / name)]) for name, args in SYSTEM_MOUNTS]
     wanted.append((root / HOST_ETC, ["mount", "--bind", "/etc", str(root / HOST_ETC)]))
     for shared in _shared_dirs(checkout, state):
-        wanted.append((root / shared.lstrip("/"), ["mount", "--bind", shared, str(root / shared.lstrip("/"))]))
+        inside = root / shared.lstrip("/")
+        wanted.append((inside, ["mount", "--bind", shared, str(inside)]))
     for target, command in wanted:
         if str(target) in mounted:
             continue
@@ -248,7 +251,7 @@ def install_wrappers(release: Release) -> list[str]:
 
 def remove_wrappers() -> list[str]:
     removed = []
-    for path in WRAPPER_DIR.glob("s*"):
+    for path in (WRAPPER_DIR / name for name in CLIENTS):
         with contextlib.suppress(OSError):
             if path.is_file() and WRAPPER_MARK in path.read_text(errors="replace"):
                 path.unlink()
@@ -258,15 +261,11 @@ def remove_wrappers() -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     args = argv if argv is not None else sys.argv[1:]
-    state = Path(os.environ.get("CLUSTER_STATE_DIR", Path(__file__).resolve().parent / "state")).resolve()
-    if args == ["host"]:
-        print(host_version())
-    elif args == ["current"]:
-        print(saved(state).version)
-    elif args == ["others"]:
+    if args == ["others"]:
         print(" ".join(others()))
     elif args == ["other"]:
-        print(next(v for v in ("24.11", "26.05") if v != host_version()))
+        host = host_version()
+        print(next(v for v in ("24.11", "26.05") if v != host))
     else:
         raise SystemExit(__doc__)
 

@@ -300,8 +300,8 @@ def register_accounting(root: Path) -> None:
     for args in wanted:
         out = chroot(root, ["sacctmgr", "-i", *args], check=False)
         said = (out.stdout + out.stderr).lower()
-        # A second start finds them: 24.11 says "already existing", or "nothing added" for users.
-        if out.returncode != 0 and not any(m in said for m in ("already exist", "nothing new added", "nothing added")):
+        # A second start finds them there already.
+        if out.returncode != 0 and not any(m in said for m in release.SACCTMGR_ALREADY_THERE):
             die(f"sacctmgr {' '.join(args)}: {(out.stdout + out.stderr).strip()}")
 
 
