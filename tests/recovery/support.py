@@ -53,8 +53,17 @@ def sacct_runs(job_id: int) -> list[tuple[str, str]]:
 
 
 def node_state(node: str) -> str:
-    return subprocess.run(["sinfo", "-h", "-N", "-n", node, "-o", "%T"], capture_output=True, text=True,
-                          check=True).stdout.strip()
+    """sinfo's state of `node`. Asked again for up to 10 s when sinfo fails: it failed once in a
+    CI run's fixture on the loaded 2-core machine, with slurmctld up throughout."""
+    deadline = time.monotonic() + 10
+    while True:
+        proc = subprocess.run(["sinfo", "-h", "-N", "-n", node, "-o", "%T"], capture_output=True, text=True,
+                              check=False)
+        if proc.returncode == 0:
+            return proc.stdout.strip()
+        if time.monotonic() > deadline:
+            raise AssertionError(f"sinfo for {node} failed for 10 s: {proc.stderr.strip()}")
+        time.sleep(0.5)
 
 
 def heal_and_resume(*nodes: str) -> None:
