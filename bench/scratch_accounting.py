@@ -28,12 +28,16 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 from common import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "cluster"))
+import release  # noqa: E402 - cluster/'s scripts are not a package
+
 CLUSTER_ETC = ROOT / "cluster/state/etc"
 HOME = ROOT / "cluster/state/scratch-accounting"
 CLUSTER = "benchacct"
@@ -74,8 +78,7 @@ def start() -> None:
 def stop() -> None:
     for name in ("slurmctld", "slurmdbd"):
         _kill(HOME / "run" / f"{name}.pid", name)
-    subprocess.run(["mariadb", "-uroot", "-h127.0.0.1", "-P3306", "-e", f"DROP DATABASE IF EXISTS {DATABASE}"],
-                   check=False, capture_output=True)
+    release.mariadb_root(f"DROP DATABASE IF EXISTS {DATABASE}")
     shutil.rmtree(HOME, ignore_errors=True)
 
 
@@ -119,7 +122,9 @@ def _relocated(text: str, key: str, state: str) -> str:
 
 def _grant_database() -> None:
     sql = "".join(f"GRANT ALL ON {DATABASE}.* TO 'slurm'@'{host}';" for host in ("localhost", "127.0.0.1"))
-    subprocess.run(["mariadb", "-uroot", "-h127.0.0.1", "-P3306", "-e", sql], check=True)
+    proc = release.mariadb_root(sql)
+    if proc.returncode != 0:
+        raise RuntimeError(f"MariaDB refused the scratch database's grant: {proc.stderr.strip()}")
 
 
 def _daemon(args: list[str], name: str, ready) -> None:

@@ -29,8 +29,10 @@ import contextlib
 import os
 import pwd
 import re
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -220,12 +222,65 @@ def processes_in(root: Path) -> list[int]:
     return found
 
 
+def end_processes_in(root: Path, *, grace: float = 10.0) -> list[int]:
+    """SIGTERM, then SIGKILL, whatever runs in the root (daemons, hooks, jobs' steps); the pids
+    still there after both are returned."""
+    pids = processes_in(root)
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while (pids := processes_in(root)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if not pids:
+            break
+    return pids
+
+
 def unmount(root: Path) -> list[str]:
     """Unmount everything under the root, deepest first; what could not be is returned."""
     for point in sorted(mounts_under(root), key=len, reverse=True):
         if subprocess.run(["umount", point], check=False, capture_output=True).returncode != 0:
             subprocess.run(["umount", "-l", point], check=False, capture_output=True)
     return mounts_under(root)
+
+
+# ---------------------------------------------------------------- MariaDB (slurmdbd's database)
+
+MARIADB_TCP = ("-h127.0.0.1", "-P3306")
+
+
+def mariadb_root(sql: str, *, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """`sql` as MariaDB's root. Over the server's socket first: a fresh Debian 12 or 13 install
+    lets the OS's root in there (unix_socket) and refuses root over TCP. Then over TCP, for a
+    server set up with a password-less root on 127.0.0.1 (as on the development machines)."""
+    proc = None
+    for where in ((), MARIADB_TCP):
+        proc = subprocess.run(["mariadb", "-uroot", *where, *extra, "-e", sql], capture_output=True,
+                              text=True, check=False)
+        if proc.returncode == 0:
+            break
+    return proc
+
+
+def mariadb_alive() -> bool:
+    """The server answers (`ping` says so even to a client it would not let in)."""
+    return any(subprocess.run(["mariadb-admin", *where, "ping"], capture_output=True, check=False).returncode == 0
+               for where in ((), MARIADB_TCP))
+
+
+def start_mariadb() -> None:
+    """Start the machine's MariaDB the packaged way: Debian's init script hands over to systemd
+    where it runs, and otherwise (a container, a chroot) runs mariadbd as the mysql user itself."""
+    if mariadb_alive():
+        return
+    script = Path("/etc/init.d/mariadb")
+    if script.exists():
+        subprocess.run([str(script), "start"], check=False, capture_output=True)
+    else:
+        subprocess.run(["start-stop-daemon", "--start", "--oknodo", "--background", "--exec",
+                        "/usr/sbin/mariadbd", "--", "--user=mysql"], check=False)
 
 
 # ---------------------------------------------------------------- users' commands

@@ -28,7 +28,6 @@ import contextlib
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -177,6 +176,7 @@ def wait_for(what: str, ready, timeout: float) -> None:
 # Which processes run in a root and what is mounted under it: shared with the whole-cluster
 # roots of cluster/release.py.
 processes_in = release.processes_in
+end_processes_in = release.end_processes_in
 mounts_under = release.mounts_under
 
 
@@ -283,10 +283,9 @@ def ensure_database(root: Path) -> None:
         f"CREATE USER IF NOT EXISTS '{DB_USER}'@'{host}' IDENTIFIED BY '{password}';"
         f"ALTER USER '{DB_USER}'@'{host}' IDENTIFIED BY '{password}';"
         f"GRANT ALL ON {name}.* TO '{DB_USER}'@'{host}';" for host in ("localhost", "127.0.0.1"))
-    proc = subprocess.run(["mariadb", "-uroot", "-h127.0.0.1", "-P3306", "-e", sql], capture_output=True,
-                          text=True, check=False)
+    proc = release.mariadb_root(sql)
     if proc.returncode != 0:
-        die(f"MariaDB on 127.0.0.1:3306 refused slurmdbd's database: {proc.stderr.strip()} "
+        die(f"MariaDB refused slurmdbd's database: {proc.stderr.strip()} "
             "(cluster/ctl up starts MariaDB)")
 
 
@@ -377,16 +376,7 @@ def start_restd(root: Path) -> None:
 
 def cmd_stop(suite: str) -> None:
     root = roots.root_path(suite)
-    pids = processes_in(root)
-    for sig, grace in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + grace
-        while (pids := processes_in(root)) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if not pids:
-            break
+    pids = end_processes_in(root, grace=15.0)
     if pids:
         die(f"processes still running in {root}: {pids}")
     unmount_all(root)
@@ -425,8 +415,7 @@ def cmd_reset(suite: str) -> None:
     ClusterID, and slurmctld refuses to start against a database that gave it another one."""
     root = roots.root_path(suite)
     cmd_stop(suite)
-    proc = subprocess.run(["mariadb", "-uroot", "-h127.0.0.1", "-P3306", "-e",
-                           f"DROP DATABASE IF EXISTS {db_name(root)}"], capture_output=True, text=True, check=False)
+    proc = release.mariadb_root(f"DROP DATABASE IF EXISTS {db_name(root)}")
     if proc.returncode != 0:
         die(f"MariaDB refused to drop {db_name(root)}: {proc.stderr.strip()}")
     shutil.rmtree(root / "var/spool/slurmctld", ignore_errors=True)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import subprocess
+import sys
+import time
+from pathlib import Path
 
+from tests.cluster.ctl_module import load_ctl
 from tests.conftest import ROOT
 
 CTL = str(ROOT / "cluster/ctl")
@@ -71,3 +75,42 @@ def test_up_makes_loopback_ack_at_once_and_puts_it_back_when_someone_took_it_awa
             set_loopback_quickack(True)
     lines = [line for line in routes.splitlines() if line.startswith(("local 127.0.0.0/8 ", "local 127.0.0.1 "))]
     assert len(lines) == 2 and all("quickack 1" in line for line in lines), routes
+
+
+def _lookalike_slurmctld(config: str, root: str | None) -> subprocess.Popen:
+    """A process that looks like a local-cluster slurmctld of a deleted checkout (its name and its
+    -f path), run on this machine's root or chrooted into `root` (a bind of / there)."""
+    # The interpreter itself: `python3` on PATH may be a shim script that execs it with its own name.
+    body = f'exec -a slurmctld {sys.executable} -c "import time; time.sleep(60)" -f {config}'
+    if root:
+        body = f"mount --bind / {root} && exec chroot {root} /bin/bash -c '{body}'"
+    return subprocess.Popen(["unshare", "--mount", "--propagation", "private", "/bin/bash", "-c", body])
+
+
+def test_orphan_cleanup_stops_a_deleted_checkouts_daemon_but_never_one_in_another_root(tmp_path):
+    """`up` kills slurm daemons of a checkout whose pid files are gone; a daemon in another root
+    (a container, a fresh host of cluster/freshhost.py) has pid files we cannot see, so it stays."""
+    other_root = tmp_path / "root"
+    other_root.mkdir()
+    config = str(tmp_path / "gone/cluster/state/etc/slurm.conf")
+    ours, theirs = _lookalike_slurmctld(config, None), _lookalike_slurmctld(config, str(other_root))
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not all(_named(p.pid) for p in (ours, theirs)):
+            time.sleep(0.1)
+        load_ctl().stop_orphans()
+        assert ours.wait(timeout=10) == -9
+        time.sleep(0.5)
+        assert theirs.poll() is None, "a daemon inside another root was killed"
+    finally:
+        for proc in (ours, theirs):
+            proc.kill()
+            proc.wait()
+
+
+def _named(pid: int) -> bool:
+    """The process (or its exec'd child: unshare and chroot exec in place) runs as slurmctld."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"slurmctld\0")
+    except OSError:
+        return False
