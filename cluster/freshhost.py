@@ -112,7 +112,10 @@ def in_root(root: Path, command: str, *, offline: bool) -> int:
     setup = (f"mount --make-rprivate / && mount -t proc proc {r}/proc && mount -t sysfs sysfs {r}/sys"
              f" && mount --rbind /dev {r}/dev && mount -t tmpfs -o mode=1777 tmpfs {r}/tmp")  # noqa: S108 - the root's /tmp
     if offline:
-        setup = f"ip link set lo up && {setup}"
+        # A host has an IPv4 address besides 127.0.0.1, and Slurm 24.11 needs one: its daemons
+        # look up their listening address with AI_ADDRCONFIG for IPv4 only, which glibc refuses
+        # ("Name or service not known") when 127.0.0.1 is the only one. 127.0.0.2 stays on loopback.
+        setup = f"ip link set lo up && ip addr add 127.0.0.2/32 dev lo && {setup}"
     script = f"{setup} && exec chroot {r} /bin/bash -c {shlex.quote(inner)}"
     flags = ["--mount", "--fork"] + (["--net", "--pid", "--ipc", "--uts"] if offline else [])
     return subprocess.run(["unshare", *flags, "/bin/bash", "-c", script], check=False).returncode
