@@ -14,7 +14,8 @@ APT_PACKAGES := slurmctld slurmd slurm-client slurmdbd slurmrestd slurm-wlm-jwt-
 	mariadb-server mariadb-client postgresql postgresql-client redis-server redis-tools \
 	python3-venv python3-dev curl ca-certificates chromium iproute2 debootstrap
 
-.PHONY: help deps venv assets services stop-services cluster db setup test test-versions lint demo stop seed
+.PHONY: help deps venv assets services stop-services cluster db setup test test-versions test-release \
+	test-fresh-host lint demo stop seed
 
 help:
 	@echo "make demo   install everything, start cluster + services + portal on http://127.0.0.1:8000"
@@ -22,6 +23,8 @@ help:
 	@echo "make stop   stop what demo started (portal, worker, beat, cluster); PostgreSQL and Redis stay up"
 	@echo "make test-versions   contract + end-to-end tests against Slurm 24.11 and 26.05 (Debian roots, mini clusters),"
 	@echo "                     then the whole local cluster on 24.11 with the release-sensitive tests"
+	@echo "make test-fresh-host   a fresh Debian 13 host (debootstrap root, own network): make setup, then the"
+	@echo "                        release-sensitive tests on its own Slurm 24.11 (FRESH_HOST=bookworm for Debian 12)"
 	@echo "SLURM=24.11 or 26.05 (make demo, make test): run the local cluster on that release; make stop returns to the host's"
 	@echo "make stop-services   stop the project's PostgreSQL and Redis too"
 
@@ -108,6 +111,19 @@ test-versions: setup
 	@$(VENV)/bin/pytest -q -rs $(RELEASE_TESTS); rc=$$?; \
 	  ./cluster/ctl down && ./cluster/ctl up >/dev/null; \
 	  [ $$rc -eq 0 ] || echo "tests failed on the whole cluster on Slurm $(OTHER_SLURM)"; exit $$rc
+
+# The release-sensitive tests alone, on whatever release the local cluster runs.
+test-release: setup lint
+	$(VENV)/bin/pytest -q -rs $(RELEASE_TESTS)
+
+# The project's own `make setup` and test-release on a fresh Debian host of another release
+# (cluster/freshhost.py: a cached debootstrap root, a clone of HEAD, downloads online, then
+# everything else in namespaces of its own with loopback only). `FRESH_TARGETS=test` runs the
+# whole suite there instead (about 30 minutes).
+FRESH_HOST ?= trixie
+FRESH_TARGETS ?= test-release
+test-fresh-host:
+	python3 cluster/freshhost.py run $(FRESH_HOST) $(FRESH_TARGETS)
 
 demo: setup
 	@scripts/portal.sh start

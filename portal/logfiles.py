@@ -35,6 +35,14 @@ class SharedRotatingFileHandler(logging.handlers.RotatingFileHandler):
         except OSError:
             self.handleError(record)
 
+    def shouldRollover(self, record: logging.LogRecord) -> bool:
+        # Other processes append to the same file, so this stream's position is stale. Python
+        # 3.11 sought to the end before comparing with max_bytes; 3.13 (Debian 13) compares the
+        # stream's own position, and the shared file then grew far past its limit.
+        if self.stream is not None:
+            self.stream.seek(0, os.SEEK_END)
+        return bool(super().shouldRollover(record))
+
     def _reopen_if_rotated(self) -> None:
         if self.stream is None:
             return

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -77,23 +79,31 @@ def test_up_makes_loopback_ack_at_once_and_puts_it_back_when_someone_took_it_awa
     assert len(lines) == 2 and all("quickack 1" in line for line in lines), routes
 
 
-def _lookalike_slurmctld(config: str, root: str | None) -> subprocess.Popen:
+def _lookalike_slurmctld(config: str, root: Path | None) -> subprocess.Popen:
     """A process that looks like a local-cluster slurmctld of a deleted checkout (its name and its
-    -f path), run on this machine's root or chrooted into `root` (a bind of / there)."""
-    # The interpreter itself: `python3` on PATH may be a shim script that execs it with its own name.
-    body = f'exec -a slurmctld {sys.executable} -c "import time; time.sleep(60)" -f {config}'
-    if root:
-        body = f"mount --bind / {root} && exec chroot {root} /bin/bash -c '{body}'"
-    return subprocess.Popen(["unshare", "--mount", "--propagation", "private", "/bin/bash", "-c", body])
+    -f path): bash waiting on its stdin, on this machine's root or chrooted into `root`."""
+    command = ["/bin/bash", "-c", f'exec -a slurmctld /bin/bash -c "read -t 60" bash -f {config}']
+    if root is not None:
+        command = ["chroot", str(root), *command]
+    return subprocess.Popen(command, stdin=subprocess.PIPE)
+
+
+def _bash_root(root: Path) -> Path:
+    """A root holding only bash and the libraries it loads: no mount needed to chroot into it."""
+    loaded = subprocess.run(["ldd", "/bin/bash"], capture_output=True, text=True, check=True).stdout
+    needed = ["/bin/bash", *re.findall(r"(/\S+\.so[.\d]*) \(0x", loaded)]
+    for path in needed:
+        dest = root / path.lstrip("/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(os.path.realpath(path), dest)
+    return root
 
 
 def test_orphan_cleanup_stops_a_deleted_checkouts_daemon_but_never_one_in_another_root(tmp_path):
     """`up` kills slurm daemons of a checkout whose pid files are gone; a daemon in another root
     (a container, a fresh host of cluster/freshhost.py) has pid files we cannot see, so it stays."""
-    other_root = tmp_path / "root"
-    other_root.mkdir()
     config = str(tmp_path / "gone/cluster/state/etc/slurm.conf")
-    ours, theirs = _lookalike_slurmctld(config, None), _lookalike_slurmctld(config, str(other_root))
+    ours, theirs = _lookalike_slurmctld(config, None), _lookalike_slurmctld(config, _bash_root(tmp_path / "root"))
     try:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not all(_named(p.pid) for p in (ours, theirs)):
