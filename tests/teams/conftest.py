@@ -8,10 +8,12 @@ only accounts of teams in the test database, which holds only these.
 from __future__ import annotations
 
 import subprocess
+import time
 
 import pytest
 
 from portal.slurm import gateway
+from portal.slurm.errors import SlurmRejected
 from portal.teams.models import Membership, Team, TeamPolicy
 
 CLUSTER = "portal"
@@ -64,7 +66,23 @@ def qt_names(cluster):
     names: list[str] = []
     yield names
     for name in names:
-        gateway.remove_account(name)
+        _remove_account_after_its_jobs(name)
+
+
+def _remove_account_after_its_jobs(name: str) -> None:
+    """Slurm refuses to remove an account with active jobs ("Job(s) active, cancel job(s) before
+    remove"), and a job a test cancelled may still be completing: 24.11 took longer than 22.05
+    here. So cancel what is left and retry while Slurm says so, for up to 30 s."""
+    subprocess.run(["scancel", "-A", name], check=False, capture_output=True)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            gateway.remove_account(name)
+            return
+        except SlurmRejected as err:
+            if "Job(s) active" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 @pytest.fixture
