@@ -2,6 +2,8 @@
 """Run the project's own two commands on a fresh Debian host of another release, on this machine.
 
     python3 cluster/freshhost.py run trixie [TARGET ...]   default target: test (`make test`)
+    python3 cluster/freshhost.py run trixie --release 22.05 test-release SLURM=22.05
+                                                          the cluster there on 22.05 from a bookworm root
     python3 cluster/freshhost.py shell trixie [COMMAND]   a shell (or one command) on that host, offline
     python3 cluster/freshhost.py remove trixie
 
@@ -44,6 +46,7 @@ SUITES = ("bookworm", "trixie")
 BASE_PACKAGES = ("make", "git", "python3", "ca-certificates")
 CHECKOUT = "/srv/portal"  # inside the root; readable by every user, unlike /root
 MARKER = ".freshhost-finished"
+OLD_ROOT = ".machine"  # where the machine's file system is, for a moment, while the root takes over
 # The machine's settings a site image would carry: package mirrors' trust, pip's indexes and CA.
 COPIED = ("/etc/hosts", "/etc/resolv.conf", "/etc/pip.conf")
 COPIED_DIRS = ("/usr/local/share/ca-certificates",)
@@ -109,27 +112,33 @@ def in_root(root: Path, command: str, *, offline: bool) -> int:
     inner = (f"cd {CHECKOUT} && exec env -i HOME=/root PATH={PATH} LANG=C.UTF-8 TERM=dumb CI=true "
              f"DEBIAN_FRONTEND=noninteractive {env} bash -c {shlex.quote(command)}")
     r = shlex.quote(str(root))
-    setup = (f"mount --make-rprivate / && mount -t proc proc {r}/proc && mount -t sysfs sysfs {r}/sys"
-             f" && mount --rbind /dev {r}/dev && mount -t tmpfs -o mode=1777 tmpfs {r}/tmp")  # noqa: S108 - the root's /tmp
+    # pivot_root, not chroot: a chrooted process may not make user namespaces, and the users'
+    # wrappers of a cluster from a release root (`ctl up --slurm 22.05` there) need them.
+    setup = (f"mount --make-rprivate / && mount --bind {r} {r} && mount -t proc proc {r}/proc"
+             f" && mount -t sysfs sysfs {r}/sys && mount --rbind /dev {r}/dev"
+             f" && mount -t tmpfs -o mode=1777 tmpfs {r}/tmp"  # noqa: S108 - the root's /tmp
+             f" && mkdir -p {r}/{OLD_ROOT} && cd {r} && pivot_root . {OLD_ROOT} && umount -l /{OLD_ROOT}")
     if offline:
         # A host has an IPv4 address besides 127.0.0.1, and Slurm 24.11 needs one: its daemons
         # look up their listening address with AI_ADDRCONFIG for IPv4 only, which glibc refuses
         # ("Name or service not known") when 127.0.0.1 is the only one. 127.0.0.2 stays on loopback.
         setup = f"ip link set lo up && ip addr add 127.0.0.2/32 dev lo && {setup}"
-    script = f"{setup} && exec chroot {r} /bin/bash -c {shlex.quote(inner)}"
+    script = f"{setup} && exec /bin/bash -c {shlex.quote(inner)}"
     flags = ["--mount", "--fork"] + (["--net", "--pid", "--ipc", "--uts"] if offline else [])
     return subprocess.run(["unshare", *flags, "/bin/bash", "-c", script], check=False).returncode
 
 
-def run(suite: str, targets: list[str]) -> int:
+def run(suite: str, targets: list[str], releases: list[str]) -> int:
     started = time.monotonic()
     root = build(suite)
     copy_settings(root)
     clone(root)
-    log("online: make deps venv assets")
-    rc = in_root(root, "make deps venv assets", offline=False)
+    online = "make deps venv assets" + "".join(f" && python3 cluster/release.py build {shlex.quote(v)}"
+                                               for v in releases)
+    log(f"online: {online}")
+    rc = in_root(root, online, offline=False)
     if rc != 0:
-        log(f"make deps venv assets failed (exit {rc})")
+        log(f"the online step failed (exit {rc})")
         return rc
     log(f"offline: make {' '.join(targets)} (own network, loopback only)")
     rc = in_root(root, f"make {' '.join(shlex.quote(t) for t in targets)}", offline=True)
@@ -153,6 +162,8 @@ def main(argv: list[str] | None = None) -> None:
     run_p = sub.add_parser("run")
     run_p.add_argument("suite", choices=SUITES)
     run_p.add_argument("targets", nargs="*", default=["test"])
+    run_p.add_argument("--release", action="append", default=[], metavar="VERSION",
+                       help="also build this Slurm release's root online (for `make ... SLURM=VERSION` there)")
     shell_p = sub.add_parser("shell")
     shell_p.add_argument("suite", choices=SUITES)
     shell_p.add_argument("command", nargs="?", default="exec bash -i")
@@ -161,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     if os.geteuid() != 0:
         sys.exit("run as root: debootstrap, chroot and namespaces need it")
     if args.cmd == "run":
-        sys.exit(run(args.suite, args.targets))
+        sys.exit(run(args.suite, args.targets, args.release))
     if args.cmd == "shell":
         sys.exit(in_root(build(args.suite), args.command, offline=True))
     remove(args.suite)

@@ -3,6 +3,7 @@
 
     python3 cluster/release.py others      the Debian suites the contract tests cover besides the host's
     python3 cluster/release.py other       a release to run the whole local cluster on besides the host's
+    python3 cluster/release.py build 22.05 build that release's root now (nothing if the host packages it)
 
 `./cluster/ctl up --slurm 24.11` runs the whole local cluster (slurmdbd, slurmctld, ten slurmd,
 slurmrestd, the hooks) from a Debian root that carries that release (trixie: 24.11, sid: 26.05,
@@ -318,6 +319,11 @@ def main(argv: list[str] | None = None) -> None:
     args = argv if argv is not None else sys.argv[1:]
     if args == ["others"]:
         print(" ".join(others()))
+    elif len(args) == 2 and args[0] == "build" and args[1] in VERSIONS:
+        # Only the download: `ctl up --slurm` mounts and starts it (freshhost builds one online).
+        release = choose(args[1])
+        if release.root is not None:
+            roots.build(VERSIONS[release.version], root=release.root, extra=ROOT_EXTRA_PACKAGES)
     elif args == ["other"]:
         host = host_version()
         print(next(v for v in ("24.11", "26.05") if v != host))
