@@ -92,26 +92,26 @@ class NodeRow:
         return self.word not in OUT_OF_SERVICE
 
 
-def present(node: Node, *, live: NodeInfo | None, jobs: list[Job], problems: int, now: datetime) -> NodeRow:
+def present(node: Node, *, live: NodeInfo | None, load: queries.NodeLoad, problems: int, now: datetime) -> NodeRow:
     # Slurm's live answer when there is one: the table is synced only every 15 s.
     state, flags, reason = (live.state, live.flags, live.reason) if live else (node.state, node.flags, node.reason)
     word, colour = state_word(state, flags)
-    used = gpu_count(live.gres_used) if live else sum(job.gpus_per_node for job in jobs)
+    used = gpu_count(live.gres_used) if live else load.gpus
     health, health_class = health_summary(node, problems, now)
     attention = word in OUT_OF_SERVICE or node.last_health_ok is False
     cpus_used = live.alloc_cpus if live else node.alloc_cpus
     return NodeRow(node=node, state="+".join([state, *flags]), reason=reason, word=word, badge=colour,
                    gpus=node.gpus, gpus_used=min(used, node.gpus), cpus_used=cpus_used,
-                   jobs=len(jobs), health=health, health_class=health_class, attention=attention)
+                   jobs=load.jobs, health=health, health_class=health_class, attention=attention)
 
 
 def present_all(nodes: list[Node], now: datetime) -> tuple[list[NodeRow], bool]:
     """Rows for the nodes, and whether Slurm answered (False: states are from the last sync)."""
     live = queries.live_nodes()
-    jobs = queries.running_jobs_by_node()
+    load = queries.running_load_by_node()
     problems = queries.last_report_problems(nodes)
-    rows = [present(n, live=(live or {}).get(n.name), jobs=jobs.get(n.name, []), problems=problems.get(n.pk, 0),
-                    now=now) for n in nodes]
+    rows = [present(n, live=(live or {}).get(n.name), load=load.get(n.name, queries.NodeLoad()),
+                    problems=problems.get(n.pk, 0), now=now) for n in nodes]
     return rows, live is not None
 
 

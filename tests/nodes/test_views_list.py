@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from portal.nodes import queries
 from portal.nodes.models import Finding, HealthReport, Node
 from portal.nodes.policy import Thresholds, alert_stale_reports
 from portal.nodes.services import sync_nodes
@@ -169,5 +170,5 @@ def test_gpus_in_use_come_from_slurms_gres_used(world):
     gpu01 = Node.objects.get(name="gpu01")
     live = NodeInfo(name="gpu01", state="MIXED", flags=(), reason="", gres="gpu:h100:4",
                     gres_used="gpu:h100:3(IDX:0-2)", cpus=32, alloc_cpus=3, real_memory_mb=0, partitions=("gpu",))
-    shown = present(gpu01, live=live, jobs=[], problems=0, now=timezone.now())
+    shown = present(gpu01, live=live, load=queries.NodeLoad(), problems=0, now=timezone.now())
     assert (shown.word, shown.gpus_used, shown.gpus, shown.gpu_pct) == ("partly used", 3, 4, 75)
