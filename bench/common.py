@@ -260,14 +260,23 @@ def set_loopback_quickack(on: bool) -> None:
 # that Debian suite (Slurm 24.11 / 26.05), which the bench starts and stops. The portal then
 # negotiates that slurmrestd's API version and runs its CLI half in the root.
 
-SUITES = ("host", "trixie", "sid")
+SUITES = ("host", "trixie", "sid", "local-24.11", "local-26.05")
+# `--on local-24.11`: the whole local cluster (ten nodes, the hooks) switched to that release
+# (`./cluster/ctl up --slurm 24.11`) and back to the host's after; like for like with "host",
+# where a mini cluster has two nodes and no hooks.
+LOCAL = "local-"
 
 
 def cluster_env(suite: str, *, start: bool = True) -> tuple[dict[str, str], str, str]:
     """The portal's settings for `suite` (none for "host"), the root ("" for the host), and
     the Slurm version it runs. Starts a root's mini cluster unless `start` is False (a no-op
     when it runs already)."""
-    if suite == "host":
+    if suite.startswith(LOCAL) and start:
+        proc = subprocess.run([CTL, "up", "--slurm", suite.removeprefix(LOCAL)], capture_output=True, text=True,
+                              check=False)
+        if proc.returncode:
+            raise SystemExit(f"bench: the local cluster did not start on {suite}: {proc.stdout + proc.stderr}")
+    if suite == "host" or suite.startswith(LOCAL):
         return {}, "", subprocess.run(["sinfo", "--version"], capture_output=True, text=True,
                                       check=False).stdout.strip()
     ctl = [sys.executable, str(ROOT / "cluster/rootcluster.py")]
@@ -284,7 +293,11 @@ def cluster_env(suite: str, *, start: bool = True) -> tuple[dict[str, str], str,
 
 
 def stop_cluster(suite: str) -> None:
-    if suite != "host":
+    if suite.startswith(LOCAL):
+        # Back to the host's own release: a stopped cluster starts on it.
+        subprocess.run([CTL, "down"], capture_output=True, check=False)
+        subprocess.run([CTL, "up"], capture_output=True, check=False)
+    elif suite != "host":
         subprocess.run([sys.executable, str(ROOT / "cluster/rootcluster.py"), "stop", suite],
                        capture_output=True, check=False)
 
