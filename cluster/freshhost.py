@@ -2,7 +2,7 @@
 """Run the project's own two commands on a fresh Debian host of another release, on this machine.
 
     python3 cluster/freshhost.py run trixie [TARGET ...]   default target: test (`make test`)
-    python3 cluster/freshhost.py run trixie --release 22.05 test-release SLURM=22.05
+    python3 cluster/freshhost.py run --release 22.05 trixie test-release SLURM=22.05
                                                           the cluster there on 22.05 from a bookworm root
     python3 cluster/freshhost.py shell trixie [COMMAND]   a shell (or one command) on that host, offline
     python3 cluster/freshhost.py remove trixie

@@ -79,12 +79,15 @@ def test_up_makes_loopback_ack_at_once_and_puts_it_back_when_someone_took_it_awa
     assert len(lines) == 2 and all("quickack 1" in line for line in lines), routes
 
 
-def _lookalike_slurmctld(config: str, root: Path | None) -> subprocess.Popen:
+def _lookalike_slurmctld(config: str, root: Path | None = None, *, own_mounts: bool = False) -> subprocess.Popen:
     """A process that looks like a local-cluster slurmctld of a deleted checkout (its name and its
-    -f path): bash waiting on its stdin, on this machine's root or chrooted into `root`."""
+    -f path): bash waiting on its stdin, on this machine's root, chrooted into `root`, or in a
+    mount namespace of its own (as in a container; nothing is mounted there, so nothing leaks)."""
     command = ["/bin/bash", "-c", f'exec -a slurmctld /bin/bash -c "read -t 60" bash -f {config}']
     if root is not None:
         command = ["chroot", str(root), *command]
+    if own_mounts:
+        command = ["unshare", "--mount", "--propagation", "unchanged", *command]
     return subprocess.Popen(command, stdin=subprocess.PIPE)
 
 
@@ -100,20 +103,23 @@ def _bash_root(root: Path) -> Path:
 
 
 def test_orphan_cleanup_stops_a_deleted_checkouts_daemon_but_never_one_in_another_root(tmp_path):
-    """`up` kills slurm daemons of a checkout whose pid files are gone; a daemon in another root
-    (a container, a fresh host of cluster/freshhost.py) has pid files we cannot see, so it stays."""
+    """`up` kills slurm daemons of a checkout whose pid files are gone; a daemon in another root or
+    mount namespace (a container, a fresh host of cluster/freshhost.py) has pid files we cannot
+    see, so it stays."""
     config = str(tmp_path / "gone/cluster/state/etc/slurm.conf")
-    ours, theirs = _lookalike_slurmctld(config, None), _lookalike_slurmctld(config, _bash_root(tmp_path / "root"))
+    ours = _lookalike_slurmctld(config)
+    theirs = [_lookalike_slurmctld(config, _bash_root(tmp_path / "root")),
+              _lookalike_slurmctld(config, own_mounts=True)]
     try:
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not all(_named(p.pid) for p in (ours, theirs)):
+        while time.monotonic() < deadline and not all(_named(p.pid) for p in (ours, *theirs)):
             time.sleep(0.1)
         load_ctl().stop_orphans()
         assert ours.wait(timeout=10) == -9
         time.sleep(0.5)
-        assert theirs.poll() is None, "a daemon inside another root was killed"
+        assert [p.poll() for p in theirs] == [None, None], "a daemon in another root or mount namespace was killed"
     finally:
-        for proc in (ours, theirs):
+        for proc in (ours, *theirs):
             proc.kill()
             proc.wait()
 
