@@ -158,11 +158,12 @@ def prepare_root(release: Release, checkout: Path, state: Path) -> None:
 
 
 def link_host_users(root: Path) -> None:
-    """The root's passwd, group and shadow become the host's (through the read-only bind of /etc), and
-    munge's files follow the host's munge ids, which may differ from the root's."""
+    """The root's passwd, group, shadow and hosts become the host's (through the read-only bind of
+    /etc), and munge's files follow the host's munge ids, which may differ from the root's."""
     # shadow too: slurmd 26.05 runs `su - USER` for the user's environment (sbatch --export=
-    # ALL,VAR=...), and PAM refuses a user the root's own shadow does not list.
-    for name in ("passwd", "group", "shadow", "gshadow"):
+    # ALL,VAR=...), and PAM refuses a user the root's own shadow does not list. hosts: a bookworm
+    # root has none, and its daemons then could not resolve "localhost" (seen on a Debian 13 host).
+    for name in ("passwd", "group", "shadow", "gshadow", "hosts"):
         link = root / "etc" / name
         target = f"../{HOST_ETC}/{name}"  # relative: it resolves the same in and out of the root
         if not link.is_symlink() or os.readlink(link) != target:
