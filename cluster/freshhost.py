@@ -105,9 +105,9 @@ def clone(root: Path) -> None:
 
 
 def in_root(root: Path, command: str, *, offline: bool) -> int:
-    """`command` in the root with fresh /proc, /sys and /tmp and the machine's /dev, in a mount
-    namespace of its own (so nothing stays mounted); offline adds a network and a process table
-    of its own."""
+    """`command` in the root with a fresh /proc and /tmp and the machine's /sys (with its cgroups,
+    as a host has them) and /dev, in a mount namespace of its own (so nothing stays mounted);
+    offline adds a network and a process table of its own."""
     env = " ".join(f"{k}={shlex.quote(os.environ[k])}" for k in PASSED_ENV if k in os.environ)
     inner = (f"cd {CHECKOUT} && exec env -i HOME=/root PATH={PATH} LANG=C.UTF-8 TERM=dumb CI=true "
              f"DEBIAN_FRONTEND=noninteractive {env} bash -c {shlex.quote(command)}")
@@ -115,7 +115,7 @@ def in_root(root: Path, command: str, *, offline: bool) -> int:
     # pivot_root, not chroot: a chrooted process may not make user namespaces, and the users'
     # wrappers of a cluster from a release root (`ctl up --slurm 22.05` there) need them.
     setup = (f"mount --make-rprivate / && mount --bind {r} {r} && mount -t proc proc {r}/proc"
-             f" && mount -t sysfs sysfs {r}/sys && mount --rbind /dev {r}/dev"
+             f" && mount --rbind /sys {r}/sys && mount --rbind /dev {r}/dev"
              f" && mount -t tmpfs -o mode=1777 tmpfs {r}/tmp"  # noqa: S108 - the root's /tmp
              f" && mkdir -p {r}/{OLD_ROOT} && cd {r} && pivot_root . {OLD_ROOT} && umount -l /{OLD_ROOT}")
     if offline:

@@ -47,7 +47,9 @@ ROOT_EXTRA_PACKAGES = ("python3",)
 SHARED_DIRS = ("/home", "/srv", "/tmp")  # noqa: S108 - bound into the root, not a temp file
 # /dev with what is mounted under it (/dev/shm: Python's multiprocessing needs its semaphores
 # there, and the seeded preprocessing template failed without it; /dev/pts for srun --pty).
-SYSTEM_MOUNTS = (("proc", ["-t", "proc", "proc"]), ("sys", ["-t", "sysfs", "sysfs"]), ("dev", ["--rbind", "/dev"]))
+# /sys with the cgroup file systems under it: slurmd 22.05 (from a bookworm root on a Debian 13
+# host) refuses to start without /sys/fs/cgroup, whatever its plugins.
+SYSTEM_MOUNTS = (("proc", ["-t", "proc", "proc"]), ("sys", ["--rbind", "/sys"]), ("dev", ["--rbind", "/dev"]))
 HOST_ETC = "host/etc"  # where the root sees the host's /etc (read-only)
 # Client commands users and the portal call; each gets a wrapper while a root's cluster runs.
 CLIENTS = ("sinfo", "squeue", "sbatch", "srun", "salloc", "scancel", "scontrol", "sacct", "sacctmgr",
