@@ -100,3 +100,26 @@ def test_removing_wrappers_takes_only_ours(tmp_path, monkeypatch):
     assert sorted(release.remove_wrappers()) == ["sbatch", "sinfo"]
     assert sorted(p.name for p in bin_dir.iterdir()) == ["squeue"]
 
+
+
+def test_up_after_a_reboot_ignores_the_wrappers_a_roots_cluster_left_behind(cluster):
+    """A cluster from a root that was never taken `down` (the machine rebooted) leaves its client
+    wrappers in /usr/local/bin. `up` on the host's release must not call its sacctmgr through
+    them (the root is not mounted any more): it drops them before any client runs."""
+    if release.saved(cluster / "state").root is not None:
+        pytest.skip("the local cluster runs from a root: its wrappers are the right ones")
+    stale = release.WRAPPER_DIR / "sacctmgr"
+    if stale.exists():
+        pytest.skip(f"{stale} exists (a site's own tool): the test would replace it")
+    stale.write_text(release.WRAPPER.format(mark=release.WRAPPER_MARK, version="24.11",
+                                            root="/nonexistent-root", name="sacctmgr"))
+    stale.chmod(0o755)
+    try:
+        proc = ctl("up")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert not stale.exists()
+        assert "portal" in subprocess.run(["sacctmgr", "-n", "show", "cluster", "format=cluster"],
+                                          capture_output=True, text=True, check=True).stdout
+    finally:
+        if stale.exists() and release.WRAPPER_MARK in stale.read_text():
+            stale.unlink()
