@@ -20,10 +20,16 @@ import pytest
 from django.test import Client
 
 import workers.celery as celery_module
+from portal.core.services import HEALTH_DEADLINE_S
 from portal.infra import liveness
 from portal.infra.cache import cache_client
 from tests.conftest import wait_until
 from workers.celery import app
+
+# /healthz stops waiting for a part after HEALTH_DEADLINE_S (1.5 s); the rest is the request's own
+# cost, which a CI machine running the whole suite stretched past a 2.0 s bound once (2.12 s).
+# Still far below what these tests guard against: the gateway's 10 s wait on a hung slurmrestd.
+ANSWERS_WITHIN_S = HEALTH_DEADLINE_S + 1.5
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -77,7 +83,7 @@ def beat(tmp_path, celery_settled, settings):
 @pytest.mark.django_db
 def test_with_no_worker_and_no_beat_healthz_is_503_and_names_them(no_heartbeats):
     status, data, took = healthz()
-    assert status == 503 and took < 2.0
+    assert status == 503 and took < ANSWERS_WITHIN_S
     for part in ("worker", "beat", "tracker", "node_check"):
         assert data["checks"][part] == "down: never seen", data
         assert part in data["failing"]
@@ -92,7 +98,7 @@ def test_the_real_worker_and_beat_make_healthz_ok_with_ages_and_a_dead_beat_goes
         cluster, beat, fresh_heartbeats, settings):
     wait_until(lambda: healthz()[0] == 200, timeout=60, interval=1, what="/healthz 200 with beat and worker running")
     status, data, took = healthz()
-    assert status == 200 and data["failing"] == [] and took < 2.0, data
+    assert status == 200 and data["failing"] == [] and took < ANSWERS_WITHIN_S, data
     ages = data["ages_s"]
     assert ages["tracker"] < 30 and ages["node_check"] < 60 and ages["beat"] < 30 and ages["worker"] < 30, ages
     metrics = gauges()
@@ -122,6 +128,6 @@ def test_a_hung_slurmrestd_does_not_hold_healthz(settings):
         settings.SLURM = {**settings.SLURM, "REST_URL": f"http://127.0.0.1:{silent.getsockname()[1]}",
                           "TIMEOUT_S": 10.0}
         status, data, took = healthz()
-    assert status == 503 and took < 2.0, (took, data)
+    assert status == 503 and took < ANSWERS_WITHIN_S, (took, data)
     assert data["checks"]["slurm"] == "error: no answer within 1.5 s"
     assert data["checks"]["database"] == "ok"
