@@ -119,7 +119,7 @@ test-release: setup lint
 # The project's own `make setup` and test-release on a fresh Debian host of another release
 # (cluster/freshhost.py: a cached debootstrap root, a clone of HEAD, downloads online, then
 # everything else in namespaces of its own with loopback only). `FRESH_TARGETS=test` runs the
-# whole suite there instead (about 30 minutes).
+# whole suite there instead (about 16 minutes).
 FRESH_HOST ?= trixie
 FRESH_TARGETS ?= test-release
 test-fresh-host:

@@ -292,6 +292,20 @@ def cluster_env(suite: str, *, start: bool = True) -> tuple[dict[str, str], str,
     return env, root, Path(root, ".v11-root-finished").read_text().strip()
 
 
+def alternating(suites: list[str], rounds: int, measure):
+    """Yield (round, suite, version, result) with `measure(extra_env, root)` run on each cluster in
+    turn, `rounds` times (host, trixie, host, trixie, ...): this VM's speed drifts by tens of
+    percent over minutes, which one pass per cluster would read as a difference between them."""
+    for round_no in range(1, rounds + 1):
+        for suite in suites:
+            extra, root, version = cluster_env(suite)
+            try:
+                result = measure(extra, root)
+            finally:
+                stop_cluster(suite)
+            yield round_no, suite, version, result
+
+
 def stop_cluster(suite: str) -> None:
     if suite.startswith(LOCAL):
         # Back to the host's own release: a stopped cluster starts on it.

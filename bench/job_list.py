@@ -38,14 +38,13 @@ from common import (
     ROOT,
     SUITES,
     KeepAliveClient,
-    cluster_env,
+    alternating,
     ensure_database,
     gunicorn,
     machine,
     slurm_command,
     start_celery,
     stop_celery,
-    stop_cluster,
     summary_ms,
 )
 
@@ -242,19 +241,13 @@ def main() -> None:
     from workers.celery import app  # noqa: PLC0415 - needs the bench's environment first
     pooled: dict[str, dict[str, tuple]] = {}
     versions: dict[str, str] = {}
-    # Rounds alternate the clusters (host, trixie, host, trixie, ...): this VM's speed drifts
-    # by tens of percent over minutes, which one pass per cluster would read as a difference.
-    for round_no in range(1, args.rounds + 1):
-        for suite in args.on or ["host"]:
-            extra, root, versions[suite] = cluster_env(suite)
-            try:
-                results = on_cluster({**env, **extra}, root, toks, args, password=password, app=app)
-            finally:
-                stop_cluster(suite)
-            print(f"{suite} ({versions[suite]}), round {round_no} of {args.rounds}: GET /api/v1/jobs, "
-                  f"1,000,000 jobs, {args.clients} concurrent clients, {args.seconds:.0f} s each:")
-            show_all(results, args.seconds)
-            pool(pooled.setdefault(suite, {}), results)
+    runs = alternating(args.on or ["host"], args.rounds,
+                       lambda extra, root: on_cluster({**env, **extra}, root, toks, args, password=password, app=app))
+    for round_no, suite, versions[suite], results in runs:
+        print(f"{suite} ({versions[suite]}), round {round_no} of {args.rounds}: GET /api/v1/jobs, "
+              f"1,000,000 jobs, {args.clients} concurrent clients, {args.seconds:.0f} s each:")
+        show_all(results, args.seconds)
+        pool(pooled.setdefault(suite, {}), results)
     if args.rounds > 1:
         for suite, results in pooled.items():
             print(f"{suite} ({versions[suite]}), all {args.rounds} rounds pooled:")

@@ -38,12 +38,11 @@ from common import (
     ROOT,
     SUITES,
     KeepAliveClient,
-    cluster_env,
+    alternating,
     ensure_database,
     gunicorn,
     machine,
     slurm_command,
-    stop_cluster,
     summary_ms,
 )
 
@@ -157,16 +156,11 @@ def main() -> None:
     print(f"machine: {machine()}")
     pooled: dict[str, list[dict]] = {}
     versions: dict[str, str] = {}
-    # Rounds alternate the clusters: this VM's speed drifts by tens of percent over minutes.
-    for round_no in range(1, args.rounds + 1):
-        for suite in args.on or ["host"]:
-            extra, root, versions[suite] = cluster_env(suite)
-            try:
-                result = measure({**env, **extra}, token, args, root)
-            finally:
-                stop_cluster(suite)
-            report(f"{suite} ({versions[suite]}), round {round_no} of {args.rounds}", result, args)
-            pooled.setdefault(suite, []).append(result)
+    runs = alternating(args.on or ["host"], args.rounds,
+                       lambda extra, root: measure({**env, **extra}, token, args, root))
+    for round_no, suite, versions[suite], result in runs:
+        report(f"{suite} ({versions[suite]}), round {round_no} of {args.rounds}", result, args)
+        pooled.setdefault(suite, []).append(result)
     if args.rounds > 1:
         for suite, results in pooled.items():
             report(f"{suite} ({versions[suite]}), all {args.rounds} rounds pooled", merge(results), args)
