@@ -15,7 +15,7 @@ APT_PACKAGES := slurmctld slurmd slurm-client slurmdbd slurmrestd slurm-wlm-jwt-
 	python3-venv python3-dev curl ca-certificates chromium iproute2 debootstrap
 
 .PHONY: help deps venv assets services stop-services cluster db setup test test-versions test-release \
-	test-fresh-host lint demo stop seed
+	test-fresh-host test-docker lint demo stop seed
 
 help:
 	@echo "make demo   install everything, start cluster + services + portal on http://127.0.0.1:8000"
@@ -27,6 +27,7 @@ help:
 	@echo "                        release-sensitive tests on its own Slurm 24.11 (FRESH_HOST=bookworm for Debian 12)"
 	@echo "SLURM=24.11 or 26.05 (make demo, make test): run the local cluster on that release; make stop returns to the host's"
 	@echo "make stop-services   stop the project's PostgreSQL and Redis too"
+	@echo "make test-docker   build the Compose stack (docker/), start it on its own ports, test it end to end, remove it"
 
 # ---- system packages (Debian 12 or 13), only when something is missing
 deps:
@@ -124,6 +125,16 @@ FRESH_HOST ?= trixie
 FRESH_TARGETS ?= test-release
 test-fresh-host:
 	python3 cluster/freshhost.py run $(FRESH_HOST) $(FRESH_TARGETS)
+
+# The Compose deployment (docker/): install and start dockerd (no bridge network) if needed, build
+# the three images (base image by debootstrap, wheels fetched on the host, both cached under
+# var/docker/), start the whole stack on its own ports and wait for every health check, run
+# docker/tests through the containerised portal, then tear the stack and its volumes down.
+test-docker: venv assets
+	@started=$$(date +%s); python3 docker/stack.py up; \
+	  $(VENV)/bin/pytest -p no:django -p no:cacheprovider -q -rs docker/tests; rc=$$?; \
+	  python3 docker/stack.py down --volumes; \
+	  echo "test-docker: exit $$rc, $$(( $$(date +%s) - started )) s wall time"; exit $$rc
 
 demo: setup
 	@scripts/portal.sh start
