@@ -260,7 +260,9 @@ def set_loopback_quickack(on: bool) -> None:
 # that Debian suite (Slurm 24.11 / 26.05), which the bench starts and stops. The portal then
 # negotiates that slurmrestd's API version and runs its CLI half in the root.
 
-SUITES = ("host", "trixie", "sid", "local-24.11", "local-26.05")
+# bookworm: a 22.05 mini cluster from a Debian root, so that 22.05 and 24.11 (trixie) can be
+# measured on equal terms: same size, no hooks, every client call through chroot on both.
+SUITES = ("host", "bookworm", "trixie", "sid", "local-24.11", "local-26.05")
 # `--on local-24.11`: the whole local cluster (ten nodes, the hooks) switched to that release
 # (`./cluster/ctl up --slurm 24.11`) and back to the host's after; like for like with "host",
 # where a mini cluster has two nodes and no hooks.

@@ -260,7 +260,16 @@ def write_config(root: Path) -> None:
     dbd.chmod(0o600)
     os.chown(dbd, *_ids(root, "slurm"))
     (etc / "gres.conf").write_text(GRES_CONF)
-    (etc / "cgroup.conf").write_text(CGROUP_CONF)
+    # 22.05 knows no CgroupPlugin=disabled and, with task/none and linuxproc, needs no cgroup.conf.
+    if legacy(root):
+        (etc / "cgroup.conf").unlink(missing_ok=True)
+    else:
+        (etc / "cgroup.conf").write_text(CGROUP_CONF)
+
+
+def legacy(root: Path) -> bool:
+    """Slurm 22.05 or 23.02 in the root: slurmrestd names each API version's plugin."""
+    return roots.slurm_version(root).split()[-1].startswith(("22.", "23.02"))
 
 
 def db_name(root: Path) -> str:
@@ -365,8 +374,8 @@ def launch(root: Path) -> None:
 
 def start_restd(root: Path) -> None:
     # slurmrestd has no daemon mode: detach it here and record its pid where stop() finds it.
-    args = ["/usr/sbin/slurmrestd", "-a", "rest_auth/jwt", "-s", "openapi/slurmctld",
-            f"127.0.0.1:{PORTS['slurmrestd']}"]
+    plugins = "openapi/v0.0.38,openapi/dbv0.0.38" if legacy(root) else "openapi/slurmctld"
+    args = ["/usr/sbin/slurmrestd", "-a", "rest_auth/jwt", "-s", plugins, f"127.0.0.1:{PORTS['slurmrestd']}"]
     with open(root / "var/log/slurm/slurmrestd.log", "ab") as logfile:
         proc = subprocess.Popen(_chroot_cmd(root, args, REST_USER), env=_env({"SLURM_JWT": "daemon"}),
                                 stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -427,8 +436,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("command", choices=("start", "stop", "status", "env", "reset"))
     parser.add_argument("suite", nargs="?", default="trixie")
     args = parser.parse_args(argv)
-    if args.suite not in roots.SUITES:
-        die(f"unknown suite {args.suite!r}: choose one of {', '.join(roots.SUITES)}")
+    known = {**roots.SUITES, **roots.CLUSTER_ONLY_SUITES}
+    if args.suite not in known:
+        die(f"unknown suite {args.suite!r}: choose one of {', '.join(known)}")
     commands = {"start": cmd_start, "stop": cmd_stop, "status": cmd_status, "env": cmd_env, "reset": cmd_reset}
     commands[args.command](args.suite)
 

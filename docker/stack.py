@@ -194,7 +194,7 @@ def context() -> Path:
             die(f"{rel} is missing: run `make assets` first")
         shutil.copytree(REPO / rel, ctx / "app" / rel)
     (ctx / "docker").mkdir()
-    for name in ("entrypoint.sh", "nginx.conf"):
+    for name in ("entrypoint.sh", "nginx.conf", "alive.py"):
         shutil.copy2(HERE / name, ctx / "docker" / name)
     shutil.copytree(wheels(), ctx / "wheels")
     return ctx
