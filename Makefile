@@ -99,9 +99,9 @@ test-versions: setup
 	@for suite in $(OTHER_SLURM_SUITES); do \
 	  python3 cluster/roots.py build $$suite || exit 1; \
 	  python3 cluster/rootcluster.py start $$suite || exit 1; \
-	  ( eval "$$(python3 cluster/rootcluster.py env $$suite)" && [ -n "$$SLURM_V11_REST_URL" ] \
+	  rc=0; ( eval "$$(python3 cluster/rootcluster.py env $$suite)" && [ -n "$$SLURM_V11_REST_URL" ] \
 	    && $(VENV)/bin/pytest -q -rs tests/slurm/test_rest_versions_live.py \
-	       tests/slurm/test_other_versions_flow.py ); rc=$$?; \
+	       tests/slurm/test_other_versions_flow.py ) || rc=$$?; \
 	  python3 cluster/rootcluster.py stop $$suite; \
 	  [ $$rc -eq 0 ] || { echo "contract tests failed on $$suite"; exit $$rc; }; \
 	done
@@ -109,7 +109,7 @@ test-versions: setup
 	@# release from its Debian root, with the tests where releases differ most; then back to the
 	@# host's own release (a stopped cluster starts on it), also when they fail.
 	./cluster/ctl up --slurm $(OTHER_SLURM)
-	@$(VENV)/bin/pytest -q -rs $(RELEASE_TESTS); rc=$$?; \
+	@rc=0; $(VENV)/bin/pytest -q -rs $(RELEASE_TESTS) || rc=$$?; \
 	  ./cluster/ctl down && ./cluster/ctl up >/dev/null; \
 	  [ $$rc -eq 0 ] || echo "tests failed on the whole cluster on Slurm $(OTHER_SLURM)"; exit $$rc
 
@@ -130,9 +130,13 @@ test-fresh-host:
 # the three images (base image by debootstrap, wheels fetched on the host, both cached under
 # var/docker/), start the whole stack on its own ports and wait for every health check, run
 # docker/tests through the containerised portal, then tear the stack and its volumes down.
+# Its own project name, so it never touches a stack someone started with `stack.py up`.
 test-docker: venv assets
-	@started=$$(date +%s); python3 docker/stack.py up; \
-	  $(VENV)/bin/pytest -p no:django -p no:cacheprovider -q -rs docker/tests; rc=$$?; \
+# (`|| rc=$$?`: the recipe's shell stops at the first failure, and the stack must come down.)
+	@export STACK_PROJECT=portalstack-test; started=$$(date +%s); rc=0; \
+	  python3 docker/stack.py down --volumes; \
+	  python3 docker/stack.py up || { python3 docker/stack.py compose logs --tail 40; rc=1; }; \
+	  [ $$rc -ne 0 ] || $(VENV)/bin/pytest -p no:django -p no:cacheprovider -q -rs docker/tests || rc=$$?; \
 	  python3 docker/stack.py down --volumes; \
 	  echo "test-docker: exit $$rc, $$(( $$(date +%s) - started )) s wall time"; exit $$rc
 

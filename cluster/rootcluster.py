@@ -46,7 +46,9 @@ COPIED_USERS = ("alice", "bob", "carol", "portalop")  # job owners, and the gate
 ACCOUNTS = {"vision": ("alice", "bob"), "nlp": ("carol",)}
 DB_USER = "slurmv11"
 REST_USER = "nobody"  # slurmrestd refuses root and SlurmUser
-MOUNTS = (("proc", ["-t", "proc", "proc"]), ("sys", ["-t", "sysfs", "sysfs"]), ("dev", ["--bind", "/dev"]))
+# /sys with its cgroup mounts (rbind): Slurm 22.05's slurmd loads its cgroup plugin whatever
+# the config says, and fails without a cgroup file system under /sys/fs/cgroup.
+MOUNTS = (("proc", ["-t", "proc", "proc"]), ("sys", ["--rbind", "/sys"]), ("dev", ["--bind", "/dev"]))
 GPU_DIR = "/var/lib/slurm-fake-gpu"  # char devices (c 1 3) standing in for /dev/nvidia*
 
 SLURM_CONF = """\

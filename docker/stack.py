@@ -9,9 +9,10 @@
     python3 docker/stack.py compose ARGS...   docker compose (or docker-compose) on the stack
 
 Everything it downloads comes from Debian's packages and PyPI: the base image is made with
-debootstrap when no registry serves it (docker/base-image.sh), and the Python packages are
-fetched as wheels on the host (its CA bundle trusted) and installed offline in the image, so no
-certificate ever enters an image layer. Caches live under var/docker/ (git-ignored).
+debootstrap when no registry serves it (docker/base-image.sh), and the Python packages are made
+into wheels by a throw-away container of the image's Python, the host's CA bundle mounted at run
+time, then installed offline in the image, so no certificate ever enters an image layer. Caches
+live under var/docker/ (git-ignored).
 
 Settings (environment): STACK_BASE_IMAGE (default debian:bookworm-slim), STACK_SECRETS (default
 docker/secrets), STACK_PROJECT (default portalstack). Standard library only.
@@ -25,6 +26,7 @@ import json
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -41,6 +43,8 @@ BASE_IMAGE = os.environ.get("STACK_BASE_IMAGE", "debian:bookworm-slim")
 SECRETS_DIR = Path(os.environ.get("STACK_SECRETS", HERE / "secrets")).resolve()
 PREFIX = os.environ.get("STACK_IMAGE_PREFIX", "cluster-portal")
 NODES = ("dgpu01", "dgpu02")
+# Every port the stack listens on (127.0.0.1, host networking): see compose.yaml.
+PORTS = (15432, 16379, 13306, 16817, 16819, 16820, 16831, 16832, 18000, 18080)
 # image name -> (Dockerfile, target)
 IMAGES = {"web": ("Dockerfile", "portal"), "slurm": ("Dockerfile.cluster", "slurm"),
           "services": ("Dockerfile.cluster", "services")}
@@ -214,6 +218,8 @@ def build() -> dict[str, int]:
         docker(*args, stdout=subprocess.DEVNULL)
         sizes[tag] = int(docker("image", "inspect", "-f", "{{.Size}}", tag, capture=True).stdout.strip())
         log(f"built {tag} in {time.monotonic() - started:.0f} s: {sizes[tag] / 1e6:.0f} MB")
+    # The images these builds replaced, now untagged: only this project's (by label).
+    docker("image", "prune", "-f", "--filter", "label=portal-stack=1", capture=True)
     return sizes
 
 
@@ -273,11 +279,27 @@ def all_ready(states: dict[str, str]) -> bool:
         s == "exited(0)" if name in ONE_SHOTS else s == "healthy" for name, s in states.items())
 
 
+def check_ports_free() -> None:
+    """Host networking: a port already taken (another copy of the stack under another project
+    name, say) would leave a service failing its health check; say which one instead."""
+    if any(c["State"]["Running"] for c in containers()):
+        return  # ours, from an earlier `up`
+    taken = []
+    for port in PORTS:
+        with socket.socket() as sock:
+            sock.settimeout(0.5)
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                taken.append(str(port))
+    if taken:
+        die(f"ports {', '.join(taken)} on 127.0.0.1 are in use; the stack needs them (compose.yaml)")
+
+
 def up(*, rebuild: bool = True) -> float:
     if rebuild:
         build()
     else:
         engine()
+    check_ports_free()
     make_secrets()
     started = time.monotonic()
     compose("up", "-d", "--remove-orphans")
