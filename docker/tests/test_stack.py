@@ -28,6 +28,8 @@ PORTAL = "http://127.0.0.1:18080"
 PRIVATE = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")]
 
 
+# tests/conftest.py has its twin, but importing it loads Django and Celery, which these tests
+# (run with -p no:django, against containers) must not need.
 def wait_until(predicate, *, timeout: float, what: str, interval: float = 1.0):
     deadline = time.monotonic() + timeout
     while True:
