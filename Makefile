@@ -127,7 +127,7 @@ test-fresh-host:
 	python3 cluster/freshhost.py run $(FRESH_HOST) $(FRESH_TARGETS)
 
 # The Compose deployment (docker/): install and start dockerd (no bridge network) if needed, build
-# the three images (base image by debootstrap, wheels fetched on the host, both cached under
+# the three images (base image by debootstrap, wheels made by the image's own Python, both cached under
 # var/docker/), start the whole stack on its own ports and wait for every health check, run
 # docker/tests through the containerised portal, then tear the stack and its volumes down.
 # Its own project name, so it never touches a stack someone started with `stack.py up`.

@@ -8,8 +8,9 @@
     python3 cluster/rootcluster.py reset  [SUITE]   stop, then drop its accounting database and
                                                     slurmctld's state: the next start is a new cluster
 
-It proves the gateway against a Slurm release the host does not package, next to the host's own
-cluster and without touching it: ports 7817 (slurmctld), 7818-7819 (slurmd), 7820 (slurmrestd),
+It proves the gateway against a Slurm release the host does not package (trixie: 24.11, sid:
+26.05), next to the host's own cluster and without touching it; bookworm (22.05) runs too, so a
+bench can set 22.05 against 24.11 on equal terms: ports 7817 (slurmctld), 7818-7819 (slurmd), 7820 (slurmrestd),
 7821 (slurmdbd), ClusterName v11test. slurmdbd keeps its tables in the host's MariaDB, in a
 database of its own per suite (slurm_v11_<suite>, user slurmv11). Everything else (config, spool,
 logs, pid files, munge socket, the JWT key) lives inside the root, under the paths Debian's
