@@ -9,7 +9,6 @@ from __future__ import annotations
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from portal.infra.handoff import BROKER_BREAKER
 from portal.jobs import cluster_info, list_cache
 from portal.quotas import coordinators
 from portal.slurm import gateway
+from tests.polling import wait_until  # noqa: F401 - the test modules import it from here
 from workers.celery import app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,19 +33,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests marked `late` need jobs that ended more than MinJobAge (5 min) ago, which a cluster
     started for this session has only after a while: run them last, when the rest has made some."""
     items.sort(key=lambda item: item.get_closest_marker("late") is not None)   # stable: order kept otherwise
-
-
-def wait_until(predicate: Callable[[], object], *, timeout: float = 30, interval: float = 0.25,
-               what: str = "condition"):
-    """Poll until `predicate` returns something truthy; fail the test with `what` otherwise."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def _cluster_up() -> bool:

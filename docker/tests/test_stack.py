@@ -22,23 +22,13 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE.parent.parent))
 import stack  # noqa: E402 - docker/stack.py, the stack's own control script
+
+from tests.polling import wait_until  # noqa: E402 - the suite's, free of Django
 
 PORTAL = "http://127.0.0.1:18080"
 PRIVATE = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")]
-
-
-# tests/conftest.py has its twin, but importing it loads Django and Celery, which these tests
-# (run with -p no:django, against containers) must not need.
-def wait_until(predicate, *, timeout: float, what: str, interval: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
 
 
 def in_service(service: str, *cmd: str, user: str | None = None, check: bool = True) -> str:
