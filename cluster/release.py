@@ -51,6 +51,9 @@ SHARED_DIRS = ("/home", "/srv", "/tmp")  # noqa: S108 - bound into the root, not
 # host) refuses to start without /sys/fs/cgroup, whatever its plugins.
 SYSTEM_MOUNTS = (("proc", ["-t", "proc", "proc"]), ("sys", ["--rbind", "/sys"]), ("dev", ["--rbind", "/dev"]))
 HOST_ETC = "host/etc"  # where the root sees the host's /etc (read-only)
+# 22.05 and 23.02: slurmrestd names a plugin per API version (openapi/v0.0.38), and slurmd with
+# the local clusters' plugins needs no cgroup.conf (nor knows CgroupPlugin=disabled).
+LEGACY_VERSIONS = ("22.05", "23.02")
 # Client commands users and the portal call; each gets a wrapper while a root's cluster runs.
 CLIENTS = ("sinfo", "squeue", "sbatch", "srun", "salloc", "scancel", "scontrol", "sacct", "sacctmgr",
            "sshare", "sprio", "sstat", "sreport", "sattach", "sbcast", "scrontab", "sdiag", "strigger")
@@ -157,6 +160,11 @@ def prepare_root(release: Release, checkout: Path, state: Path) -> None:
         if not link.is_symlink() or os.readlink(link) != str(state / "etc" / name):
             link.unlink(missing_ok=True)
             link.symlink_to(state / "etc" / name)
+
+
+def is_legacy(version: str) -> bool:
+    """`version` ("22.05", or a full "22.05.8") is one of LEGACY_VERSIONS."""
+    return ".".join(version.split(".")[:2]) in LEGACY_VERSIONS
 
 
 def link_host_users(root: Path) -> None:

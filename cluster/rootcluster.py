@@ -47,9 +47,9 @@ COPIED_USERS = ("alice", "bob", "carol", "portalop")  # job owners, and the gate
 ACCOUNTS = {"vision": ("alice", "bob"), "nlp": ("carol",)}
 DB_USER = "slurmv11"
 REST_USER = "nobody"  # slurmrestd refuses root and SlurmUser
-# /sys with its cgroup mounts (rbind): Slurm 22.05's slurmd loads its cgroup plugin whatever
-# the config says, and fails without a cgroup file system under /sys/fs/cgroup.
-MOUNTS = (("proc", ["-t", "proc", "proc"]), ("sys", ["--rbind", "/sys"]), ("dev", ["--bind", "/dev"]))
+# The whole-cluster roots' mounts: /sys with its cgroups (22.05's slurmd fails without them),
+# /dev with /dev/shm and /dev/pts.
+MOUNTS = release.SYSTEM_MOUNTS
 GPU_DIR = "/var/lib/slurm-fake-gpu"  # char devices (c 1 3) standing in for /dev/nvidia*
 
 SLURM_CONF = """\
@@ -272,7 +272,7 @@ def write_config(root: Path) -> None:
 
 def legacy(root: Path) -> bool:
     """Slurm 22.05 or 23.02 in the root: slurmrestd names each API version's plugin."""
-    return roots.slurm_version(root).split()[-1].startswith(("22.", "23.02"))
+    return release.is_legacy(roots.slurm_version(root).split()[-1])
 
 
 def db_name(root: Path) -> str:
