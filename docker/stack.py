@@ -21,6 +21,7 @@ docker/secrets), STACK_PROJECT (default portalstack). Standard library only.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -79,14 +80,15 @@ def docker(*args: str, check: bool = True, capture: bool = False, **kw) -> subpr
                           capture_output=capture, **kw)
 
 
-def compose_cmd() -> list[str]:
+@functools.cache  # asked once per process: every compose() call would otherwise run `docker compose version`
+def compose_cmd() -> tuple[str, ...]:
     """Compose v2 where the docker CLI has it, else Debian 12's docker-compose 1.29."""
     if docker("compose", "version", check=False, capture=True).returncode == 0:
-        return [docker_bin(), "compose"]
+        return (docker_bin(), "compose")
     if shutil.which("docker-compose"):
-        return ["docker-compose"]
+        return ("docker-compose",)
     die("neither `docker compose` nor docker-compose is installed (stack.py engine installs it)")
-    return []
+    return ()
 
 
 def compose(*args: str, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess:
